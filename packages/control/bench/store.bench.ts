@@ -1,0 +1,244 @@
+/**
+ * Store benchmark: applying istiod-sized Address pushes.
+ *
+ * For N = 10k and 100k workloads (each backing one of N/10 services, fields
+ * shaped like istiod's), it measures:
+ * - apply time of the whole push, and the longest event-loop block while it
+ *   runs (a setImmediate ticker, and perf_hooks' event-loop delay histogram);
+ * - retained heap per workload (gc before and after) for the input objects,
+ *   for the store's indexes, and for a baseline native Map uid → workload;
+ * - a re-push of every workload (what a reconnect without versions costs);
+ * - single-workload incremental updates (median and p99);
+ * - lookup costs.
+ * The baseline is measured in the same run so ratios mean something on a
+ * noisy 2-core machine.
+ *
+ * Run: `npm run bench -w @ambient/control` (compiles with tsc, runs with --expose-gc).
+ */
+import { monitorEventLoopDelay, performance } from 'node:perf_hooks';
+import type { Service } from '../src/model/service.js';
+import type { Workload } from '../src/model/workload.js';
+import { Store, type AddressUpdate } from '../src/store/index.js';
+
+const SIZES = [10_000, 100_000];
+const REPEATS = 3;
+const SINGLE_UPDATES = 300;
+
+const gc = (globalThis as { gc?: () => void }).gc;
+if (gc === undefined) {
+  console.error('run with node --expose-gc');
+  process.exit(1);
+}
+
+// protobuf-es decodes every string field into a fresh string; do the same so
+// the heap numbers are not flattered by V8 sharing literal strings.
+const encoder = new TextEncoder();
+const decoder = new TextDecoder();
+const fresh = (s: string): string => decoder.decode(encoder.encode(s));
+
+function makeService(i: number): Service {
+  const ns = `ns-${i % 200}`;
+  const hostname = `svc-${i}.${ns}.svc.cluster.local`;
+  return {
+    name: fresh(`svc-${i}`),
+    namespace: fresh(ns),
+    hostname: fresh(hostname),
+    vips: [{ network: fresh(''), address: fresh(`10.96.${(i >> 8) & 255}.${i & 255}`) }],
+    cidrVips: [],
+    ports: [{ servicePort: 80, targetPort: 8080, appProtocol: 'HTTP11' }],
+    subjectAltNames: [],
+    waypoint: undefined,
+    weightedWaypoints: [],
+    loadBalancing: undefined,
+    ipFamilies: 'IPv4',
+    canonical: true,
+    ingressUseWaypoint: false,
+    visibility: 'Public',
+  };
+}
+
+function makeWorkload(i: number, generation = 0): Workload {
+  const svc = Math.floor(i / 10);
+  const ns = `ns-${svc % 200}`;
+  const app = `app-${svc}`;
+  const name = `${app}-7d9f8b6c5d-${(i * 7919).toString(36).padStart(5, 'x').slice(-5)}`;
+  return {
+    uid: fresh(`Kubernetes//Pod/${ns}/${name}`),
+    name: fresh(name),
+    namespace: fresh(ns),
+    addresses: [fresh(`10.${(i >> 16) & 255}.${(i >> 8) & 255}.${i & 255}`)],
+    hostname: fresh(''),
+    network: fresh(''),
+    protocol: 'HBONE',
+    identity: { trustDomain: fresh('cluster.local'), namespace: fresh(ns), serviceAccount: fresh(`${app}-sa`) },
+    waypoint: undefined,
+    networkGateway: undefined,
+    node: fresh(`gke-prod-pool-1-9c2d4f1e-${(i % 50).toString().padStart(4, '0')}`),
+    canonicalName: fresh(app),
+    canonicalRevision: fresh(generation === 0 ? 'v1' : `v${generation + 1}`),
+    workloadType: 'deployment',
+    workloadName: fresh(app),
+    nativeTunnel: false,
+    applicationTunnel: undefined,
+    services: [
+      {
+        key: fresh(`${ns}/svc-${svc}.${ns}.svc.cluster.local`),
+        ports: [{ servicePort: 80, targetPort: 8080, appProtocol: 'HTTP11' }],
+      },
+    ],
+    authorizationPolicies: [],
+    status: 'Healthy',
+    clusterId: fresh('Kubernetes'),
+    locality: { region: fresh('us-central1'), zone: fresh(`us-central1-${'abc'[i % 3]}`), subzone: fresh('') },
+    networkMode: 'Standard',
+    capacity: 1,
+  };
+}
+
+function pushFor(workloads: readonly Workload[], services: readonly Service[]): AddressUpdate {
+  return {
+    upserts: [
+      ...services.map((service) => ({ name: `${service.namespace}/${service.hostname}`, resource: { kind: 'service' as const, service } })),
+      ...workloads.map((workload) => ({ name: workload.uid, resource: { kind: 'workload' as const, workload } })),
+    ],
+    removals: [],
+  };
+}
+
+function heap(): number {
+  gc?.();
+  gc?.();
+  return process.memoryUsage().heapUsed;
+}
+
+/** Longest gap between setImmediate ticks, and the delay histogram's max, while `fn` runs. */
+async function watchEventLoop<T>(fn: () => Promise<T>): Promise<{ result: T; tickerMaxMs: number; histogramMaxMs: number; ms: number }> {
+  const histogram = monitorEventLoopDelay({ resolution: 1 });
+  histogram.enable();
+  let running = true;
+  let last = performance.now();
+  let maxGap = 0;
+  const tick = () => {
+    const now = performance.now();
+    maxGap = Math.max(maxGap, now - last);
+    last = now;
+    if (running) setImmediate(tick);
+  };
+  setImmediate(tick);
+  const start = performance.now();
+  const result = await fn();
+  const ms = performance.now() - start;
+  running = false;
+  histogram.disable();
+  // The ticker's last gap ends when fn resolves.
+  maxGap = Math.max(maxGap, performance.now() - last);
+  return { result, tickerMaxMs: maxGap, histogramMaxMs: histogram.max / 1e6, ms };
+}
+
+const median = (xs: number[]) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)] ?? NaN;
+const pct = (xs: number[], p: number) => [...xs].sort((a, b) => a - b)[Math.min(xs.length - 1, Math.floor(xs.length * p))] ?? NaN;
+const f = (n: number, d = 1) => n.toFixed(d);
+
+async function benchSize(n: number): Promise<void> {
+  const nServices = n / 10;
+  const h0 = heap();
+  const services = Array.from({ length: nServices }, (_, i) => makeService(i));
+  const workloads = Array.from({ length: n }, (_, i) => makeWorkload(i));
+  const objectBytes = (heap() - h0) / n;
+  const push = pushFor(workloads, services);
+
+  // Baseline: the same workloads into a native Map (synchronously, one block).
+  // Every map and store built stays referenced until its size has been
+  // measured: a dead one still held in a register would make the next
+  // "before" reading include it.
+  const baseline: { ms: number; bytes: number }[] = [];
+  const maps: Map<string, Workload>[] = [];
+  for (let r = 0; r < REPEATS; r++) {
+    const before = heap();
+    const t = performance.now();
+    const map = new Map<string, Workload>();
+    for (const w of workloads) map.set(w.uid, w);
+    const ms = performance.now() - t;
+    maps.push(map);
+    baseline.push({ ms, bytes: (heap() - before) / n });
+  }
+  maps.length = 0;
+
+  const applies: { ms: number; ticker: number; hist: number; bytes: number }[] = [];
+  const stores: Store[] = [];
+  for (let r = 0; r < REPEATS; r++) {
+    const fresh = new Store({ localNode: 'gke-prod-pool-1-9c2d4f1e-0000' });
+    stores.push(fresh);
+    const before = heap();
+    const run = await watchEventLoop(() => fresh.applyAddresses(push));
+    const bytes = (heap() - before) / n;
+    applies.push({ ms: run.ms, ticker: run.tickerMaxMs, hist: run.histogramMaxMs, bytes });
+    const counts = fresh.snapshot().counts();
+    if (counts.workloads !== n || counts.services !== nServices || counts.stagedServices !== 0) throw new Error('store counts');
+  }
+  const store = stores[stores.length - 1] ?? new Store();
+  stores.length = 0;
+
+  // Re-push of every workload on a full store (new objects, same keys).
+  const repush = pushFor(Array.from({ length: n }, (_, i) => makeWorkload(i, 1)), []);
+  const re = await watchEventLoop(() => store.applyAddresses(repush));
+
+  // Single-workload updates on the full store.
+  const singles: number[] = [];
+  for (let k = 0; k < SINGLE_UPDATES; k++) {
+    const i = (k * 7_919) % n;
+    const workload = makeWorkload(i, k + 2);
+    const update: AddressUpdate = { upserts: [{ name: workload.uid, resource: { kind: 'workload', workload } }], removals: [] };
+    const t = performance.now();
+    await store.applyAddresses(update);
+    singles.push(performance.now() - t);
+  }
+
+  // Lookups on the final snapshot.
+  const snap = store.snapshot();
+  const LOOKUPS = 200_000;
+  let hits = 0;
+  let t = performance.now();
+  for (let k = 0; k < LOOKUPS; k++) {
+    const i = (k * 7_919) % n;
+    if (snap.workloadByAddress('', `10.${(i >> 16) & 255}.${(i >> 8) & 255}.${i & 255}`) !== undefined) hits++;
+  }
+  const byIpNs = ((performance.now() - t) * 1e6) / LOOKUPS;
+  t = performance.now();
+  for (let k = 0; k < LOOKUPS; k++) {
+    const i = (k * 7_919) % nServices;
+    if (snap.serviceByVip('', `10.96.${(i >> 8) & 255}.${i & 255}`, 'ns-0') !== undefined) hits++;
+  }
+  const byVipNs = ((performance.now() - t) * 1e6) / LOOKUPS;
+  t = performance.now();
+  for (let k = 0; k < LOOKUPS; k++) {
+    const i = (k * 7_919) % nServices;
+    const ns = `ns-${i % 200}`;
+    hits += snap.endpoints(`${ns}/svc-${i}.${ns}.svc.cluster.local`).length;
+  }
+  const endpointsNs = ((performance.now() - t) * 1e6) / LOOKUPS;
+  if (hits === 0) throw new Error('lookups found nothing');
+
+  const a = {
+    ms: median(applies.map((x) => x.ms)),
+    ticker: Math.max(...applies.map((x) => x.ticker)),
+    hist: Math.max(...applies.map((x) => x.hist)),
+    bytes: median(applies.map((x) => x.bytes)),
+  };
+  const b = { ms: median(baseline.map((x) => x.ms)), bytes: median(baseline.map((x) => x.bytes)) };
+  const line = (label: string, value: string) => console.log(`  ${label.padEnd(52)} ${value}`);
+  console.log(`\nN = ${n.toLocaleString('en')} workloads, ${nServices.toLocaleString('en')} services (median of ${REPEATS}; block = max of ${REPEATS})`);
+  line('input objects (workload + its share of services)', `${f(objectBytes, 0)} B/workload`);
+  line('apply full push: time', `${f(a.ms)} ms  (${f((a.ms * 1000) / n, 2)} µs/workload)`);
+  line('apply full push: longest event-loop block', `${f(a.ticker)} ms ticker, ${f(a.hist)} ms histogram`);
+  line('apply full push: store heap (indexes only)', `${f(a.bytes, 0)} B/workload`);
+  line('apply full push: store + input objects', `${f(a.bytes + objectBytes, 0)} B/workload`);
+  line('baseline native Map uid->workload: time', `${f(b.ms)} ms (one block)  ratio store/baseline ${f(a.ms / b.ms, 1)}x`);
+  line('baseline native Map uid->workload: heap', `${f(b.bytes, 0)} B/workload  ratio ${f(a.bytes / b.bytes, 1)}x`);
+  line('re-push every workload on a full store: time', `${f(re.ms)} ms, block ${f(re.tickerMaxMs)} ms ticker / ${f(re.histogramMaxMs)} ms histogram`);
+  line('single-workload update: median / p99 / max', `${f(median(singles) * 1000, 0)} / ${f(pct(singles, 0.99) * 1000, 0)} / ${f(Math.max(...singles) * 1000, 0)} µs`);
+  line('lookup workloadByAddress / serviceByVip / endpoints', `${f(byIpNs, 0)} / ${f(byVipNs, 0)} / ${f(endpointsNs, 0)} ns`);
+}
+
+console.log(`store benchmark, node ${process.version}, ${process.arch}`);
+for (const n of SIZES) await benchSize(n);
