@@ -7,13 +7,15 @@ import { mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { create, fromBinary, toBinary } from '@bufbuild/protobuf';
-import { Metadata, Server, ServerCredentials, status, type sendUnaryData, type ServerUnaryCall } from '@grpc/grpc-js';
+import { Client, credentials, Metadata, Server, ServerCredentials, status, type sendUnaryData, type ServerUnaryCall } from '@grpc/grpc-js';
 import { afterAll, afterEach, beforeAll, beforeEach, describe, expect, it } from 'vitest';
 import { LocalCertificateAuthority } from '../src/ca/authority.js';
 import { IstioCaClient, type IstioCaClientOptions } from '../src/ca/ca-client.js';
 import { CertManager } from '../src/ca/cert-manager.js';
 import { generateKeyAndCsr } from '../src/ca/csr.js';
 import { CaError } from '../src/ca/types.js';
+import { authCallCredentials } from '../src/auth/metadata.js';
+import { controlPlaneCredentials, resolveControlPlaneChannel } from '../src/grpc/channel.js';
 import {
   IstioCertificateRequestSchema,
   IstioCertificateResponseSchema,
@@ -85,6 +87,10 @@ class ScriptedCaServer {
   }
 }
 
+function response(certChain: readonly string[]): IstioCertificateResponse {
+  return create(IstioCertificateResponseSchema, { certChain: [...certChain] });
+}
+
 function identityOf(request: IstioCertificateRequest, fallback: Identity): Identity {
   const asked = request.metadata?.['ImpersonatedIdentity'];
   if (typeof asked !== 'string') return fallback;
@@ -122,7 +128,7 @@ describe('IstioCaClient against a gRPC CA over TLS', () => {
     const serving = await ca.issueServerCertificate(['istiod.istio-system.svc'], []);
     server = new ScriptedCaServer();
     port = await server.start(ServerCredentials.createSsl(null, [{ private_key: Buffer.from(serving.privateKeyPem), cert_chain: Buffer.from(serving.chainPem.join('')) }], false));
-    server.answer = async (request) => ({ $typeName: 'istio.v1.auth.IstioCertificateResponse', certChain: [...(await ca.sign(request.csr, identityOf(request, ME), Number(request.validityDuration)))] });
+    server.answer = async (request) => response(await ca.sign(request.csr, identityOf(request, ME), Number(request.validityDuration)));
   });
 
   afterEach(() => {
@@ -186,7 +192,7 @@ describe('IstioCaClient against a gRPC CA over TLS', () => {
   it('refuses a certificate for another identity (F-07) and the manager installs nothing', async () => {
     server.answer = async () => {
       const stranger = await generateKeyAndCsr(ME);
-      return { $typeName: 'istio.v1.auth.IstioCertificateResponse', certChain: [...(await ca.sign(stranger.csrPem, ME, 3600))] };
+      return response(await ca.sign(stranger.csrPem, ME, 3600));
     };
     const c = await client();
     const err = await c.fetch(POD).catch((e: unknown) => e);
@@ -203,10 +209,9 @@ describe('IstioCaClient against a gRPC CA over TLS', () => {
   });
 
   it('refuses an expired certificate', async () => {
-    const past = new ManualClock({ now: Date.now() - 2 * 3600_000 });
-    const loaded = await LocalCertificateAuthority.load({ clock: past, certPem: ca.signingCertPem, keyPem: ca.exportSigningKeyPem() });
-    if (!loaded.ok) throw new Error('cannot load CA');
-    server.answer = async (request) => ({ $typeName: 'istio.v1.auth.IstioCertificateResponse', certChain: [...(await loaded.value.sign(request.csr, POD, 600))] });
+    // A CA whose clock runs two hours behind issues ten-minute certificates.
+    const lateCa = await LocalCertificateAuthority.generate({ clock: new ManualClock({ now: Date.now() - 2 * 3600_000 }) });
+    server.answer = async (request) => response(await lateCa.sign(request.csr, POD, 600));
     const c = await client();
     await expect(c.fetch(POD)).rejects.toMatchObject({ code: 'CA_EXPIRED' });
   });
@@ -214,14 +219,14 @@ describe('IstioCaClient against a gRPC CA over TLS', () => {
   it('refuses a chain that does not verify against the returned roots', async () => {
     server.answer = async (request) => {
       const chain = await otherCa.sign(request.csr, POD, 600);
-      return { $typeName: 'istio.v1.auth.IstioCertificateResponse', certChain: [chain[0] as string, ca.rootsPem.join('')] };
+      return response([chain[0] as string, ca.rootsPem.join('')]);
     };
     const c = await client();
     await expect(c.fetch(POD)).rejects.toMatchObject({ code: 'CA_BAD_RESPONSE', message: expect.stringMatching(/not signed by any returned root/) });
   });
 
   it('refuses an empty or leaf-only answer', async () => {
-    server.answer = async () => ({ $typeName: 'istio.v1.auth.IstioCertificateResponse', certChain: [] });
+    server.answer = async () => response([]);
     const c = await client();
     await expect(c.fetch(POD)).rejects.toMatchObject({ code: 'CA_BAD_RESPONSE' });
   });
@@ -290,5 +295,35 @@ describe('IstioCaClient against a gRPC CA over TLS', () => {
     expect(await manager.fetchCertificate(POD)).toBe(a);
     expect(server.received).toHaveLength(1);
     expect(manager.certificates()[0]).toMatchObject({ identity: POD_ID, state: 'Available' });
+  });
+
+  it('authCallCredentials puts the same headers on every call of a TLS channel (the xDS client uses it)', async () => {
+    const spec = await resolveControlPlaneChannel({ address: `127.0.0.1:${port}`, roots: { kind: 'static', pem: ca.rootsPem.join('') }, altHostname: 'istiod.istio-system.svc' }, readFile, 'XDS');
+    if (!spec.ok) throw new Error(JSON.stringify(spec.errors));
+    const auth = { token: { kind: 'file', path: tokenPath }, clusterId: 'east', extraHeaders: [['x-xds-extra', '1']] } as const;
+    const channel = credentials.combineChannelCredentials(controlPlaneCredentials(spec.value), authCallCredentials(auth, readFile));
+    const raw = new Client(spec.value.endpoint.target, channel);
+    try {
+      const { csrPem } = await generateKeyAndCsr(ME);
+      const call = (): Promise<void> => new Promise((resolve, reject) => {
+        raw.makeUnaryRequest(
+          CREATE_CERTIFICATE_METHOD,
+          (m: IstioCertificateRequest) => Buffer.from(toBinary(IstioCertificateRequestSchema, m)),
+          (b: Buffer) => fromBinary(IstioCertificateResponseSchema, b),
+          create(IstioCertificateRequestSchema, { csr: csrPem, validityDuration: 60n }),
+          new Metadata(),
+          (err) => (err ? reject(err) : resolve()),
+        );
+      });
+      await call();
+      await writeFile(tokenPath, 'rotated');
+      await call();
+      expect(server.received.map((r) => [r.metadata['authorization'], r.metadata['clusterid'], r.metadata['x-xds-extra']])).toEqual([
+        ['Bearer token-one', 'east', '1'],
+        ['Bearer rotated', 'east', '1'],
+      ]);
+    } finally {
+      raw.close();
+    }
   });
 });

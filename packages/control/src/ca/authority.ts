@@ -17,7 +17,7 @@ import { isIP } from 'node:net';
 import type { Clock } from '../platform/clock.js';
 import { identityToString, type Identity } from '../model/identity.js';
 import { fail, ok, rejection, type Rejection, type Result } from '../result.js';
-import { findPathToRoot, oneLine, validity, validityProblem } from './chain.js';
+import { findPathToRoot, oneLine, validityProblem } from './chain.js';
 import { parseCertificates, parseSingleCertificate, type ParsedCertificate } from './pem.js';
 import { CaError, type CertificateAuthority } from './types.js';
 import { crypto, ECDSA_P256_SHA256, keyUsages, subjectAltNames, x509 } from './x509.js';
@@ -356,10 +356,4 @@ function keyMatchesCert(pkcs8Pem: string, cert: ParsedCertificate): boolean {
   } catch {
     return false;
   }
-}
-
-/** Validity of an issued certificate in epoch ms (for callers that only have PEM). */
-export function certificateValidity(certPem: string): { notBefore: number; notAfter: number } | undefined {
-  const parsed = parseSingleCertificate(certPem, 'cert');
-  return parsed.ok ? validity(parsed.value.cert) : undefined;
 }

@@ -28,6 +28,7 @@ import {
   type IstioCertificateResponse,
 } from '../gen/istio/v1/auth/ca_pb.js';
 import { loadAuthMetadata, type ControlPlaneAuth } from '../auth/metadata.js';
+import { DEFAULT_SECRET_TTL_SECONDS } from '../config/control-env.js';
 import { errorMessage, type ReadFile } from '../auth/token.js';
 import {
   CONTROL_PLANE_CHANNEL_OPTIONS,
@@ -45,7 +46,6 @@ import { generateKeyAndCsr } from './csr.js';
 import { CaError, type CertificateFetcher, type WorkloadCertificate } from './types.js';
 
 export const DEFAULT_CA_TIMEOUT_MS = 30_000;
-export const DEFAULT_SECRET_TTL_SECONDS = 86_400;
 
 /** The Struct key istiod reads (istio/istio pkg/security ImpersonatedIdentity). */
 export const IMPERSONATED_IDENTITY_KEY = 'ImpersonatedIdentity';

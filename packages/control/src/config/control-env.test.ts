@@ -1,11 +1,11 @@
 import { describe, expect, it } from 'vitest';
 import { formatRejections } from '../result.js';
-import { parseControlEnv, type Env } from './control-env.js';
+import { parseControlEnv, type Env, type EnvProbe } from './control-env.js';
 
-const noFiles = { fileExists: () => false };
-const files = (...paths: string[]) => ({ fileExists: (p: string) => paths.includes(p) });
+const noFiles: EnvProbe = { fileExists: () => false };
+const files = (...paths: string[]): EnvProbe => ({ fileExists: (p: string) => paths.includes(p) });
 
-function parse(env: Env, probe = noFiles) {
+function parse(env: Env, probe: EnvProbe = noFiles) {
   const r = parseControlEnv(env, probe);
   if (!r.ok) throw new Error(formatRejections(r.errors));
   return r.value;

@@ -13,7 +13,7 @@
  *   (`istio/istio:pilot/pkg/model/service.go` `ResourceName()`); aliases are
  *   `network/ip` for each workload address or service VIP (`Aliases()`).
  */
-import { create, fromBinary, toBinary } from '@bufbuild/protobuf';
+import { create, fromBinary } from '@bufbuild/protobuf';
 import { anyPack, type Any } from '@bufbuild/protobuf/wkt';
 import { AuthorizationSchema, type Authorization } from '../gen/istio/security/authorization_pb.js';
 import { AddressSchema, type Address, type Service, type Workload } from '../gen/istio/workload/workload_pb.js';
@@ -238,9 +238,4 @@ function buildIndex(addresses: ResourceSet): AddressIndex {
     workload: (name) => workloads.get(name),
     service: (name) => services.get(name),
   };
-}
-
-/** Serialized bytes of an Address (exported for tests that compare payloads). */
-export function addressBytes(address: Address): Uint8Array {
-  return toBinary(AddressSchema, address);
 }

@@ -213,7 +213,8 @@ export async function startControlPlane(options: ControlPlaneOptions = {}): Prom
     onRequest: observer?.onCaRequest ? (r) => observer.onCaRequest?.(r) : undefined,
   });
 
-  const server = new grpc.Server();
+  // Keepalive pings find dead clients; istiod's defaults are 30 s / 10 s (`pkg/keepalive/options.go`).
+  const server = new grpc.Server({ 'grpc.keepalive_time_ms': 30_000, 'grpc.keepalive_timeout_ms': 10_000 });
   server.addService(ads.definition, ads.implementation);
   server.addService(ca.definition, ca.implementation);
   const hostForBind = listen.value.host.includes(':') ? `[${listen.value.host}]` : listen.value.host;

@@ -239,8 +239,9 @@ function parse(text: string, source: string): Result<Parsed> {
 
   const endpoints: EndpointPorts = new Map();
   const services = top.items('services').flatMap((e) => service(r, e, endpoints) ?? []);
-  for (const staged of (top.has('stagedServices') && r.mapEntries(top.get('stagedServices') ?? null, 'stagedServices')) || []) {
-    endpointSet(r, staged.node, staged.path, staged.key, endpoints);
+  const staged = top.get('stagedServices');
+  for (const entry of staged === undefined ? [] : (r.mapEntries(staged, 'stagedServices') ?? [])) {
+    endpointSet(r, entry.node, entry.path, entry.key, endpoints);
   }
   const workloads = top.items('workloads').flatMap((e) => workload(r, e, endpoints) ?? []);
   const policies = top.items('policies').flatMap((e) => policy(r, e) ?? []);
@@ -352,21 +353,20 @@ function workloadType(rec: YamlRecord): WorkloadType {
 function workloadServices(rec: YamlRecord, uid: string, endpoints: EndpointPorts): Record<string, { ports: PortInit[] }> {
   const r = rec.reader;
   const node = rec.get('services');
-  const out: Record<string, { ports: PortInit[] }> = {};
-  if (node === undefined) return out;
-  const path = rec.pathOf('services');
-  const list = isList(node) ? r.items(node, path) : undefined;
-  if (list !== undefined) {
-    for (const item of list) {
-      const key = item.node === null ? undefined : r.string(item.node, item.path);
-      if (key !== undefined) out[key] = { ports: endpoints.get(key)?.get(uid) ?? [] };
+  const out = new Map<string, { ports: PortInit[] }>();
+  if (node !== undefined) {
+    const path = rec.pathOf('services');
+    if (isList(node)) {
+      for (const item of r.items(node, path) ?? []) {
+        const key = item.node === null ? undefined : r.string(item.node, item.path);
+        if (key !== undefined) out.set(key, { ports: endpoints.get(key)?.get(uid) ?? [] });
+      }
+    } else {
+      for (const entry of r.mapEntries(node, path) ?? []) out.set(entry.key, { ports: portMap(r, entry.node, entry.path) });
     }
-    return out;
   }
-  for (const entry of r.mapEntries(node, path) ?? []) {
-    out[entry.key] = { ports: portMap(r, entry.node, entry.path) };
-  }
-  return out;
+  // fromEntries defines own properties, so even a "__proto__" key stays a plain entry.
+  return Object.fromEntries(out);
 }
 
 /** `{80: 8080}`: service port → target port (both u16, as ztunnel's HashMap<u16, u16>). */

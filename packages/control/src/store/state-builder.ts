@@ -13,10 +13,10 @@
  * - service endpoints are derived from `Workload.services`; a key naming a
  *   service that is absent is a staged service (see StoreState.endpoints).
  */
-import type { Map as IMap } from 'immutable';
 import type { Authorization } from '../model/authorization.js';
 import { serviceKey, type Service } from '../model/service.js';
 import type { Workload } from '../model/workload.js';
+import type { TransientMap } from './persistent-map.js';
 import { makeCidrVipEntry, type CidrVipEntry } from './ranking.js';
 import {
   identityIndexKey,
@@ -34,16 +34,16 @@ export interface StateBuilderOptions {
 
 export class StateBuilder {
   readonly #options: StateBuilderOptions;
-  readonly #workloads: IMap<string, Workload>;
+  readonly #workloads: TransientMap<Workload>;
   readonly #byAddress: NestedMapBuilder<AddressSlot>;
   readonly #byIdentity: NestedMapBuilder<Workload>;
-  readonly #services: IMap<string, Service>;
-  readonly #byHost: IMap<string, readonly Service[]>;
+  readonly #services: TransientMap<Service>;
+  readonly #byHost: TransientMap<readonly Service[]>;
   readonly #byVip: NestedMapBuilder<readonly Service[]>;
   #cidrVips: readonly CidrVipEntry[];
   #cidrVipsCopied = false;
   readonly #endpoints: NestedMapBuilder<Workload>;
-  readonly #policies: IMap<string, Authorization>;
+  readonly #policies: TransientMap<Authorization>;
   readonly #policiesByNamespace: NestedMapBuilder<Authorization>;
 
   readonly #changedWorkloads = new Set<string>();
@@ -242,17 +242,25 @@ export class StateBuilder {
 
   // === result ===
 
-  finish(): { readonly state: StoreState; readonly change: StoreChange } {
+  /**
+   * Publishes the batch. Freezing the nested indexes costs one step per
+   * touched inner map (e.g. per service whose endpoints changed), so it runs
+   * through `pause`, which may yield to the event loop.
+   */
+  async finish(pause: () => Promise<void>): Promise<{ readonly state: StoreState; readonly change: StoreChange }> {
+    for (const nested of [this.#byAddress, this.#byIdentity, this.#byVip, this.#endpoints, this.#policiesByNamespace]) {
+      while (nested.finishOne()) await pause();
+    }
     const state: StoreState = {
-      workloads: this.#workloads.asImmutable(),
+      workloads: this.#workloads.freeze(),
       workloadsByAddress: this.#byAddress.finish(),
       localByIdentity: this.#byIdentity.finish(),
-      services: this.#services.asImmutable(),
-      servicesByHost: this.#byHost.asImmutable(),
+      services: this.#services.freeze(),
+      servicesByHost: this.#byHost.freeze(),
       servicesByVip: this.#byVip.finish(),
       cidrVips: this.#cidrVips,
       endpoints: this.#endpoints.finish(),
-      policies: this.#policies.asImmutable(),
+      policies: this.#policies.freeze(),
       policiesByNamespace: this.#policiesByNamespace.finish(),
     };
     const change: StoreChange = {

@@ -1,6 +1,6 @@
 /**
  * The store's immutable state: primary tables and the indexes derived from
- * them, all persistent maps (immutable.js HAMTs) so a new version shares
+ * them, all persistent maps (see persistent-map.ts) so a new version shares
  * everything it did not change with the previous one.
  *
  * Invariants (kept by StateBuilder):
@@ -10,28 +10,28 @@
  *   keys from `Workload.services`, uids) wherever a key is a single field;
  * - an empty inner map is removed, never stored.
  */
-import { Map as IMap } from 'immutable';
 import type { Authorization } from '../model/authorization.js';
 import type { Service } from '../model/service.js';
 import type { Workload } from '../model/workload.js';
+import { PersistentMap, type TransientMap } from './persistent-map.js';
 import type { CidrVipEntry } from './ranking.js';
 
 /** The workload(s) on one IP: a bare workload in the common case, an array (insertion order) on collisions. */
 export type AddressSlot = Workload | readonly Workload[];
 
-export type NestedMap<V> = IMap<string, IMap<string, V>>;
+export type NestedMap<V> = PersistentMap<PersistentMap<V>>;
 
 export interface StoreState {
   /** uid → workload. */
-  readonly workloads: IMap<string, Workload>;
+  readonly workloads: PersistentMap<Workload>;
   /** network → IP → workload(s). HostNetwork workloads are left out (they share the node's IP). */
   readonly workloadsByAddress: NestedMap<AddressSlot>;
   /** `namespace/serviceAccount` → uid → workload, for workloads on the local node (all nodes when none is set). */
   readonly localByIdentity: NestedMap<Workload>;
   /** `namespace/hostname` → service. */
-  readonly services: IMap<string, Service>;
+  readonly services: PersistentMap<Service>;
   /** hostname → services (one per namespace), in insertion order; an updated service moves to the end. */
-  readonly servicesByHost: IMap<string, readonly Service[]>;
+  readonly servicesByHost: PersistentMap<readonly Service[]>;
   /** network → VIP → services (one slot per namespace). */
   readonly servicesByVip: NestedMap<readonly Service[]>;
   readonly cidrVips: readonly CidrVipEntry[];
@@ -41,22 +41,22 @@ export interface StoreState {
    */
   readonly endpoints: NestedMap<Workload>;
   /** xDS resource name (istiod: `namespace/name`) → policy. */
-  readonly policies: IMap<string, Authorization>;
+  readonly policies: PersistentMap<Authorization>;
   /** namespace (`""` for GLOBAL scope) → policy key → policy. WORKLOAD_SELECTOR policies are not here. */
   readonly policiesByNamespace: NestedMap<Authorization>;
 }
 
 export const EMPTY_STATE: StoreState = {
-  workloads: IMap(),
-  workloadsByAddress: IMap(),
-  localByIdentity: IMap(),
-  services: IMap(),
-  servicesByHost: IMap(),
-  servicesByVip: IMap(),
+  workloads: PersistentMap.empty(),
+  workloadsByAddress: PersistentMap.empty(),
+  localByIdentity: PersistentMap.empty(),
+  services: PersistentMap.empty(),
+  servicesByHost: PersistentMap.empty(),
+  servicesByVip: PersistentMap.empty(),
   cidrVips: [],
-  endpoints: IMap(),
-  policies: IMap(),
-  policiesByNamespace: IMap(),
+  endpoints: PersistentMap.empty(),
+  policies: PersistentMap.empty(),
+  policiesByNamespace: PersistentMap.empty(),
 };
 
 /** Key of the identity index; trust domain is left out, as in ztunnel's `WorkloadIdentity`. */
@@ -69,25 +69,30 @@ export function isWorkloadList(slot: AddressSlot): slot is readonly Workload[] {
 }
 
 /**
- * A transient (in-place mutable) view of a two-level persistent map. The
- * outer map and each touched inner map are made mutable once per batch;
- * `finish()` freezes them again. The base version is never modified, so
- * snapshots taken before the batch keep seeing it.
+ * A transient view of a two-level persistent map. The outer map and each
+ * touched inner map get one transient per batch; `finish()` freezes them.
+ * The base version is never modified, so snapshots taken before the batch
+ * keep seeing it.
  */
 export class NestedMapBuilder<V> {
-  readonly #outer: IMap<string, IMap<string, V>>;
-  readonly #open = new Map<string, IMap<string, V>>();
+  readonly #outer: TransientMap<PersistentMap<V>>;
+  readonly #open = new Map<string, TransientMap<V>>();
+  /** Keys of #open in opening order, walked once by finishOne. */
+  readonly #openOrder: string[] = [];
+  #finished = 0;
 
   constructor(base: NestedMap<V>) {
     this.#outer = base.asMutable();
   }
 
   get(k1: string, k2: string): V | undefined {
-    return this.inner(k1)?.get(k2);
+    const open = this.#open.get(k1);
+    return open !== undefined ? open.get(k2) : this.#outer.get(k1)?.get(k2);
   }
 
-  inner(k1: string): IMap<string, V> | undefined {
-    return this.#open.get(k1) ?? this.#outer.get(k1);
+  has(k1: string, k2: string): boolean {
+    const open = this.#open.get(k1);
+    return open !== undefined ? open.has(k2) : this.#outer.get(k1)?.has(k2) === true;
   }
 
   set(k1: string, k2: string, value: V): void {
@@ -96,25 +101,37 @@ export class NestedMapBuilder<V> {
 
   /** Returns whether an entry was removed. */
   delete(k1: string, k2: string): boolean {
-    if (!this.inner(k1)?.has(k2)) return false;
-    this.#openInner(k1).delete(k2);
+    if (!this.has(k1, k2)) return false;
+    return this.#openInner(k1).delete(k2);
+  }
+
+  /**
+   * Freezes the next touched inner map into the outer one; false when none
+   * is left. Lets the caller spread a large finish over several slices.
+   */
+  finishOne(): boolean {
+    const k1 = this.#openOrder[this.#finished];
+    if (k1 === undefined) return false;
+    this.#finished++;
+    const inner = this.#open.get(k1);
+    if (inner === undefined) return true;
+    this.#open.delete(k1);
+    if (inner.size === 0) this.#outer.delete(k1);
+    else this.#outer.set(k1, inner.freeze());
     return true;
   }
 
   finish(): NestedMap<V> {
-    for (const [k1, inner] of this.#open) {
-      if (inner.size === 0) this.#outer.delete(k1);
-      else this.#outer.set(k1, inner.asImmutable());
-    }
-    this.#open.clear();
-    return this.#outer.asImmutable();
+    while (this.finishOne());
+    return this.#outer.freeze();
   }
 
-  #openInner(k1: string): IMap<string, V> {
+  #openInner(k1: string): TransientMap<V> {
     let inner = this.#open.get(k1);
     if (inner === undefined) {
-      inner = (this.#outer.get(k1) ?? IMap<string, V>()).asMutable();
+      inner = (this.#outer.get(k1) ?? PersistentMap.empty<V>()).asMutable();
       this.#open.set(k1, inner);
+      this.#openOrder.push(k1);
     }
     return inner;
   }

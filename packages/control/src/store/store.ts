@@ -137,13 +137,19 @@ export class Store {
       const builder = new StateBuilder(base === 'empty' ? EMPTY_STATE : previous.state, { localNode: this.#localNode });
       const slicer = new Slicer(this.#clock, this.#sliceBudgetMs, this.#maxPerSlice, this.#yield);
       await build(builder, slicer, previous.state);
-      const { state, change } = builder.finish();
+      const { state, change } = await builder.finish(async () => {
+        if (slicer.due()) await slicer.yield();
+      });
       const snapshot = this.#newSnapshot(state, previous.snapshot.version + 1);
       this.#current = { state, snapshot };
       this.#notify(change, snapshot, previous.snapshot);
       return change;
     });
-    this.#tail = run.catch(() => undefined);
+    // Settle to undefined so the queue does not keep the last change alive.
+    this.#tail = run.then(
+      () => undefined,
+      () => undefined,
+    );
     return run;
   }
 

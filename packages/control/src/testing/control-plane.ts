@@ -21,7 +21,7 @@ import type { Service, Workload } from '../gen/istio/workload/workload_pb.js';
 import type { Clock } from '../platform/clock.js';
 import type { AckEvent, AdsStreamInfo, NackEvent, StreamStatus } from '../control-plane/ads-service.js';
 import type { CaRequestRecord } from '../control-plane/ca-service.js';
-import { startControlPlane, type ControlPlane, type ServingCertificateAuthority } from '../control-plane/server.js';
+import { startControlPlane, type ControlPlane, type ReloadEvent, type ServingCertificateAuthority } from '../control-plane/server.js';
 import type { WdsTypeUrl } from '../xds/type-urls.js';
 
 export interface TestControlPlaneOptions {
@@ -34,6 +34,12 @@ export interface TestControlPlaneOptions {
   readonly anonymousXds?: boolean;
   readonly defaultCertTtlSeconds?: number;
   readonly maxCertTtlSeconds?: number;
+  /** Serve (and watch) this mesh file instead of starting empty; a reload replaces the whole mesh. */
+  readonly meshPath?: string;
+  /** A token file to load and watch, in addition to `token()`. */
+  readonly tokensPath?: string;
+  /** Debounce for file reloads (default 10 ms here, to keep tests quick). */
+  readonly reloadDebounceMs?: number;
   /** Reuse a CA (e.g. to restart a control plane with the same roots). */
   readonly authority?: ServingCertificateAuthority;
   readonly clock?: Clock;
@@ -100,6 +106,8 @@ export interface TestControlPlane extends AsyncDisposable {
   nextDisconnection(): Promise<AdsStreamInfo>;
   /** Ends every ADS stream with `status` (default UNAVAILABLE); returns how many. */
   dropStreams(status?: StreamStatus): number;
+  /** The next mesh or token file reload (successful or refused). */
+  nextReload(predicate?: (e: ReloadEvent) => boolean): Promise<ReloadEvent>;
   /** Every CreateCertificate call: headers, metadata and the decision. */
   readonly caRequests: readonly CaRequestRecord[];
   nextCaRequest(predicate?: (r: CaRequestRecord) => boolean): Promise<CaRequestRecord>;
@@ -119,8 +127,15 @@ export async function startTestControlPlane(opts: TestControlPlaneOptions = {}):
     r.outcome.ok ? `issued ${r.outcome.identity}` : `refused ${grpc.status[r.outcome.code]}: ${r.outcome.message}`,
   );
 
+  const reloads = new Observed<ReloadEvent>('reload', timeoutMs, (e) =>
+    `${e.file} ${e.ok ? 'loaded' : `refused (${e.problems.map((p) => `${p.field}: ${p.reason}`).join('; ')})`}`,
+  );
+
   const plane = await startControlPlane({
     listen: '127.0.0.1:0',
+    meshPath: opts.meshPath,
+    tokensPath: opts.tokensPath,
+    reloadDebounceMs: opts.reloadDebounceMs ?? 10,
     trustDomain: opts.trustDomain,
     clusterId: opts.clusterId,
     trustedNodeAccounts: opts.trustedNodeAccounts,
@@ -138,12 +153,13 @@ export async function startTestControlPlane(opts: TestControlPlaneOptions = {}):
       onStreamOpen: (s) => opened.push(s),
       onStreamClose: (s) => closed.push(s),
       onCaRequest: (r) => csrs.push(r),
+      onReload: (e) => reloads.push(e),
     },
   });
 
   const close = async () => {
     await plane.close();
-    for (const o of [requests, responses, acks, nacks, opened, closed, csrs]) o.cancelWaiters('the test control plane was closed');
+    for (const o of [requests, responses, acks, nacks, opened, closed, csrs, reloads]) o.cancelWaiters('the test control plane was closed');
   };
 
   return {
@@ -175,6 +191,7 @@ export async function startTestControlPlane(opts: TestControlPlaneOptions = {}):
     nextConnection: () => opened.next(undefined, 'an ADS stream to open'),
     nextDisconnection: () => closed.next(undefined, 'an ADS stream to close'),
     dropStreams: (status) => plane.dropStreams(status),
+    nextReload: (predicate) => reloads.next(predicate, 'a file reload'),
     caRequests: csrs.all,
     nextCaRequest: (predicate) => csrs.next(predicate, 'CreateCertificate call'),
     close,

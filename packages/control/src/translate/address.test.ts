@@ -63,6 +63,14 @@ describe('decodeAddressResource', () => {
     expect(r).toEqual({ ok: false, errors: [{ field: '', reason: expect.stringContaining('does not decode as istio.workload.Address') }] });
   });
 
+  it('rejects invalid UTF-8 in a string field, as prost does', () => {
+    // Address.workload (field 1) holding Workload.uid (field 20) = bytes ff fe.
+    const workload = [0xa2, 0x01, 0x02, 0xff, 0xfe];
+    const value = new Uint8Array([0x0a, workload.length, ...workload]);
+    const r = decodeAddressResource({ ...anyPack(AddressSchema, create(AddressSchema)), value });
+    expect(r).toEqual({ ok: false, errors: [{ field: '', reason: expect.stringContaining('utf-8') }] });
+  });
+
   it('rejects an empty Address (neither kind)', () => {
     const r = decodeAddressResource(anyPack(AddressSchema, create(AddressSchema)));
     expect(r.ok).toBe(false);
