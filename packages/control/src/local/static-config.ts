@@ -38,7 +38,9 @@
  * replace each other). Stricter: unknown keys inside a policy match are
  * refused (ztunnel ignores them, silently widening a match on a typo), as are
  * duplicate resource names (ztunnel lets the last win) and the model-level
- * checks the translators apply to everything.
+ * checks the translators apply to everything. (ztunnel's own
+ * examples/localhost.yaml once carried `not_destination_ports`, which its
+ * loader silently ignored until commit b42cc976 renamed it.)
  */
 import { create, type MessageInitShape } from '@bufbuild/protobuf';
 import { EmptySchema } from '@bufbuild/protobuf/wkt';

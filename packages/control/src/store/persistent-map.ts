@@ -25,28 +25,22 @@ export type StringHash = (key: string) => number;
 
 const BITS = 5;
 const MASK = 31;
-// Levels use hash bits 0-4, 5-9, ..., 30-31; past that, keys collide fully.
+// Levels use hash bits 0-4, 5-9, ..., 30-31; a node below that is a collision node.
 const MAX_SHIFT = 30;
 
-class BitmapNode<V> {
-  constructor(
-    public dataMap: number,
-    public nodeMap: number,
-    /** `k0, v0, k1, v1, ...` for set bits of dataMap, then one child per set bit of nodeMap. */
-    public arr: unknown[],
-    public owner: Owner | undefined,
-  ) {}
-}
-
-class CollisionNode<V> {
-  constructor(
-    /** `k0, v0, k1, v1, ...`, keys with identical 32-bit hashes. */
-    public arr: unknown[],
-    public owner: Owner | undefined,
-  ) {}
-}
-
-type Node<V> = BitmapNode<V> | CollisionNode<V>;
+/**
+ * A node is one array: `[dataMap, nodeMap, owner, k0, v0, k1, v1, ..., child, child, ...]`,
+ * pairs for the set bits of dataMap and then one child per set bit of nodeMap,
+ * both in bit order. No separate node object: an object plus an array would
+ * cost ~56 more bytes per node. Bitmaps are kept as int32 so they stay small
+ * integers (no boxed heap numbers). A collision node (below MAX_SHIFT) has
+ * both bitmaps 0 and only pairs, all with the same 32-bit hash.
+ */
+type Node = unknown[];
+const DATA_MAP = 0;
+const NODE_MAP = 1;
+const OWNER = 2;
+const HEADER = 3;
 
 /** FNV-1a over UTF-16 code units, finished with murmur3's mixer so every level sees well-spread bits. */
 export const fnv1aHash: StringHash = (key) => {
@@ -70,25 +64,38 @@ function popcount(x: number): number {
   return Math.imul(x, 0x01010101) >>> 24;
 }
 
+const dataMapOf = (node: Node) => node[DATA_MAP] as number;
+const nodeMapOf = (node: Node) => node[NODE_MAP] as number;
+/** Index just past the last pair. */
+const dataEndOf = (node: Node) => HEADER + 2 * popcount(dataMapOf(node));
+
+function newNode(dataMap: number, nodeMap: number, owner: Owner | undefined, body: readonly unknown[]): Node {
+  const node = new Array<unknown>(HEADER + body.length);
+  node[DATA_MAP] = dataMap | 0;
+  node[NODE_MAP] = nodeMap | 0;
+  node[OWNER] = owner;
+  for (let i = 0; i < body.length; i++) node[HEADER + i] = body[i];
+  return node;
+}
+
 const ABSENT: unique symbol = Symbol('absent');
 
-function lookup<V>(root: Node<V>, key: string, hash: number): V | typeof ABSENT {
-  let node: Node<V> = root;
-  let shift = 0;
-  for (;;) {
-    if (node instanceof CollisionNode) {
-      const arr = node.arr;
-      for (let i = 0; i < arr.length; i += 2) if (arr[i] === key) return arr[i + 1] as V;
+function lookup<V>(root: Node, key: string, hash: number): V | typeof ABSENT {
+  let node = root;
+  for (let shift = 0; ; shift += BITS) {
+    if (shift > MAX_SHIFT) {
+      for (let i = HEADER; i < node.length; i += 2) if (node[i] === key) return node[i + 1] as V;
       return ABSENT;
     }
     const bit = 1 << ((hash >>> shift) & MASK);
-    if ((node.dataMap & bit) !== 0) {
-      const i = 2 * popcount(node.dataMap & (bit - 1));
-      return node.arr[i] === key ? (node.arr[i + 1] as V) : ABSENT;
+    const dataMap = dataMapOf(node);
+    if ((dataMap & bit) !== 0) {
+      const i = HEADER + 2 * popcount(dataMap & (bit - 1));
+      return node[i] === key ? (node[i + 1] as V) : ABSENT;
     }
-    if ((node.nodeMap & bit) === 0) return ABSENT;
-    node = node.arr[2 * popcount(node.dataMap) + popcount(node.nodeMap & (bit - 1))] as Node<V>;
-    shift += BITS;
+    const nodeMap = nodeMapOf(node);
+    if ((nodeMap & bit) === 0) return ABSENT;
+    node = node[HEADER + 2 * popcount(dataMap) + popcount(nodeMap & (bit - 1))] as Node;
   }
 }
 
@@ -99,162 +106,123 @@ interface Edit {
   sizeDelta: number;
 }
 
-function editable(node: Node<unknown>, edit: Edit): boolean {
-  return edit.owner !== undefined && node.owner === edit.owner;
-}
-
-function withArr<V>(node: Node<V>, arr: unknown[], dataMap: number, nodeMap: number, edit: Edit): Node<V> {
-  if (editable(node, edit)) {
-    node.arr = arr;
-    if (node instanceof BitmapNode) {
-      node.dataMap = dataMap;
-      node.nodeMap = nodeMap;
-    }
+/** Sets one slot: in place when this edit owns the node, else on a copy it owns. */
+function setSlot(node: Node, index: number, value: unknown, edit: Edit): Node {
+  if (edit.owner !== undefined && node[OWNER] === edit.owner) {
+    node[index] = value;
     return node;
   }
-  return node instanceof CollisionNode ? new CollisionNode(arr, edit.owner) : new BitmapNode(dataMap, nodeMap, arr, edit.owner);
+  const copy = node.slice();
+  copy[OWNER] = edit.owner;
+  copy[index] = value;
+  return copy;
 }
 
-function setSlot<V>(node: Node<V>, index: number, value: unknown, edit: Edit): Node<V> {
-  if (editable(node, edit)) {
-    node.arr[index] = value;
-    return node;
+/** A copy of `node` with `insert` placed before index `at` and the slots `[dropFrom, dropTo)` left out. */
+function splice(node: Node, at: number, insert: readonly unknown[], dropFrom: number, dropTo: number, dataMap: number, nodeMap: number, owner: Owner | undefined): Node {
+  const out = new Array<unknown>(node.length + insert.length - (dropTo - dropFrom));
+  out[DATA_MAP] = dataMap | 0;
+  out[NODE_MAP] = nodeMap | 0;
+  out[OWNER] = owner;
+  let w = HEADER;
+  for (let r = HEADER; r <= node.length; r++) {
+    if (r === at) for (const x of insert) out[w++] = x;
+    if (r === node.length) break;
+    if (r >= dropFrom && r < dropTo) continue;
+    out[w++] = node[r];
   }
-  const arr = node.arr.slice();
-  arr[index] = value;
-  return node instanceof CollisionNode
-    ? new CollisionNode(arr, edit.owner)
-    : new BitmapNode(node.dataMap, node.nodeMap, arr, edit.owner);
+  return out;
 }
 
-function insert<V>(node: Node<V>, key: string, value: V, hash: number, shift: number, edit: Edit): Node<V> {
-  if (node instanceof CollisionNode) {
-    const arr = node.arr;
-    for (let i = 0; i < arr.length; i += 2) {
-      if (arr[i] === key) return arr[i + 1] === value ? node : setSlot(node, i + 1, value, edit);
+function insert<V>(node: Node, key: string, value: V, hash: number, shift: number, edit: Edit): Node {
+  if (shift > MAX_SHIFT) {
+    for (let i = HEADER; i < node.length; i += 2) {
+      if (node[i] === key) return node[i + 1] === value ? node : setSlot(node, i + 1, value, edit);
     }
     edit.sizeDelta = 1;
-    return withArr(node, [...arr, key, value], 0, 0, edit);
+    return splice(node, node.length, [key, value], 0, 0, 0, 0, edit.owner);
   }
   const bit = 1 << ((hash >>> shift) & MASK);
-  const { dataMap, nodeMap, arr } = node;
+  const dataMap = dataMapOf(node);
+  const nodeMap = nodeMapOf(node);
   if ((dataMap & bit) !== 0) {
-    const i = 2 * popcount(dataMap & (bit - 1));
-    const existing = arr[i] as string;
-    if (existing === key) return arr[i + 1] === value ? node : setSlot(node, i + 1, value, edit);
+    const i = HEADER + 2 * popcount(dataMap & (bit - 1));
+    const existing = node[i] as string;
+    if (existing === key) return node[i + 1] === value ? node : setSlot(node, i + 1, value, edit);
     // Two keys share this slot: push both down into a new child.
-    const child = mergeTwo<V>(existing, arr[i + 1] as V, edit.hashOf(existing), key, value, hash, shift + BITS, edit.owner);
+    const child = mergeTwo(existing, node[i + 1], edit.hashOf(existing), key, value, hash, shift + BITS, edit.owner);
     edit.sizeDelta = 1;
-    const dataEnd = 2 * popcount(dataMap);
-    const childAt = dataEnd + popcount(nodeMap & (bit - 1));
-    // Drop the pair at i, then place the child among the children in bit order.
-    const next = new Array<unknown>(arr.length - 1);
-    let w = 0;
-    for (let r = 0; r < arr.length; r++) {
-      if (r === i || r === i + 1) continue;
-      if (r === childAt) next[w++] = child;
-      next[w++] = arr[r];
-    }
-    if (childAt === arr.length) next[w++] = child;
-    return withArr(node, next, dataMap ^ bit, nodeMap | bit, edit);
+    const childAt = dataEndOf(node) + popcount(nodeMap & (bit - 1));
+    return splice(node, childAt, [child], i, i + 2, dataMap ^ bit, nodeMap | bit, edit.owner);
   }
   if ((nodeMap & bit) !== 0) {
-    const j = 2 * popcount(dataMap) + popcount(nodeMap & (bit - 1));
-    const child = arr[j] as Node<V>;
+    const j = dataEndOf(node) + popcount(nodeMap & (bit - 1));
+    const child = node[j] as Node;
     const updated = insert(child, key, value, hash, shift + BITS, edit);
     return updated === child ? node : setSlot(node, j, updated, edit);
   }
   edit.sizeDelta = 1;
-  const i = 2 * popcount(dataMap & (bit - 1));
-  const next = new Array<unknown>(arr.length + 2);
-  for (let r = 0; r < i; r++) next[r] = arr[r];
-  next[i] = key;
-  next[i + 1] = value;
-  for (let r = i; r < arr.length; r++) next[r + 2] = arr[r];
-  return withArr(node, next, dataMap | bit, nodeMap, edit);
+  const i = HEADER + 2 * popcount(dataMap & (bit - 1));
+  return splice(node, i, [key, value], 0, 0, dataMap | bit, nodeMap, edit.owner);
 }
 
-function mergeTwo<V>(
-  k1: string,
-  v1: V,
-  h1: number,
-  k2: string,
-  v2: V,
-  h2: number,
-  shift: number,
-  owner: Owner | undefined,
-): Node<V> {
-  if (shift > MAX_SHIFT) return new CollisionNode([k1, v1, k2, v2], owner);
+function mergeTwo(k1: string, v1: unknown, h1: number, k2: string, v2: unknown, h2: number, shift: number, owner: Owner | undefined): Node {
+  if (shift > MAX_SHIFT) return newNode(0, 0, owner, [k1, v1, k2, v2]);
   const b1 = (h1 >>> shift) & MASK;
   const b2 = (h2 >>> shift) & MASK;
-  if (b1 === b2) return new BitmapNode(0, 1 << b1, [mergeTwo(k1, v1, h1, k2, v2, h2, shift + BITS, owner)], owner);
-  return new BitmapNode((1 << b1) | (1 << b2), 0, b1 < b2 ? [k1, v1, k2, v2] : [k2, v2, k1, v1], owner);
+  if (b1 === b2) return newNode(0, 1 << b1, owner, [mergeTwo(k1, v1, h1, k2, v2, h2, shift + BITS, owner)]);
+  return newNode((1 << b1) | (1 << b2), 0, owner, b1 < b2 ? [k1, v1, k2, v2] : [k2, v2, k1, v1]);
 }
 
-/** A node left with exactly one entry and no children, which its parent should inline. */
-function singleEntry(node: Node<unknown>): boolean {
-  return node instanceof CollisionNode ? node.arr.length === 2 : node.nodeMap === 0 && node.arr.length === 2;
+/** A node left with exactly one pair and no children, which its parent should inline. */
+function singleEntry(node: Node): boolean {
+  return node.length === HEADER + 2 && nodeMapOf(node) === 0;
 }
 
-function remove<V>(node: Node<V>, key: string, hash: number, shift: number, edit: Edit): Node<V> {
-  if (node instanceof CollisionNode) {
-    const arr = node.arr;
-    for (let i = 0; i < arr.length; i += 2) {
-      if (arr[i] !== key) continue;
+function remove(node: Node, key: string, hash: number, shift: number, edit: Edit): Node {
+  if (shift > MAX_SHIFT) {
+    for (let i = HEADER; i < node.length; i += 2) {
+      if (node[i] !== key) continue;
       edit.sizeDelta = -1;
-      return withArr(node, [...arr.slice(0, i), ...arr.slice(i + 2)], 0, 0, edit);
+      return splice(node, -1, [], i, i + 2, 0, 0, edit.owner);
     }
     return node;
   }
   const bit = 1 << ((hash >>> shift) & MASK);
-  const { dataMap, nodeMap, arr } = node;
+  const dataMap = dataMapOf(node);
+  const nodeMap = nodeMapOf(node);
   if ((dataMap & bit) !== 0) {
-    const i = 2 * popcount(dataMap & (bit - 1));
-    if (arr[i] !== key) return node;
+    const i = HEADER + 2 * popcount(dataMap & (bit - 1));
+    if (node[i] !== key) return node;
     edit.sizeDelta = -1;
-    return withArr(node, [...arr.slice(0, i), ...arr.slice(i + 2)], dataMap ^ bit, nodeMap, edit);
+    return splice(node, -1, [], i, i + 2, dataMap ^ bit, nodeMap, edit.owner);
   }
   if ((nodeMap & bit) === 0) return node;
-  const j = 2 * popcount(dataMap) + popcount(nodeMap & (bit - 1));
-  const child = arr[j] as Node<V>;
+  const j = dataEndOf(node) + popcount(nodeMap & (bit - 1));
+  const child = node[j] as Node;
   const updated = remove(child, key, hash, shift + BITS, edit);
   if (updated === child) return node;
   if (!singleEntry(updated)) return setSlot(node, j, updated, edit);
-  // Pull the child's last entry up into this node, in bit order.
-  const k = updated.arr[0];
-  const v = updated.arr[1];
-  const i = 2 * popcount(dataMap & (bit - 1));
-  const next = new Array<unknown>(arr.length + 1);
-  let w = 0;
-  for (let r = 0; r < arr.length; r++) {
-    if (r === i) {
-      next[w++] = k;
-      next[w++] = v;
-    }
-    if (r !== j) next[w++] = arr[r];
-  }
-  if (i === arr.length) {
-    next[w++] = k;
-    next[w++] = v;
-  }
-  return withArr(node, next, dataMap | bit, nodeMap ^ bit, edit);
+  // Pull the child's last pair up into this node, in bit order.
+  const i = HEADER + 2 * popcount(dataMap & (bit - 1));
+  return splice(node, i, [updated[HEADER], updated[HEADER + 1]], j, j + 1, dataMap | bit, nodeMap ^ bit, edit.owner);
 }
 
-function forEachIn<V>(node: Node<V>, fn: (value: V, key: string) => void): void {
-  const arr = node.arr;
-  const dataEnd = node instanceof CollisionNode ? arr.length : 2 * popcount(node.dataMap);
-  for (let i = 0; i < dataEnd; i += 2) fn(arr[i + 1] as V, arr[i] as string);
-  for (let j = dataEnd; j < arr.length; j++) forEachIn(arr[j] as Node<V>, fn);
+function forEachIn<V>(node: Node, fn: (value: V, key: string) => void): void {
+  const dataEnd = dataEndOf(node);
+  // A collision node has dataMap 0 but holds only pairs.
+  const pairsEnd = dataMapOf(node) === 0 && nodeMapOf(node) === 0 ? node.length : dataEnd;
+  for (let i = HEADER; i < pairsEnd; i += 2) fn(node[i + 1] as V, node[i] as string);
+  for (let j = pairsEnd; j < node.length; j++) forEachIn(node[j] as Node, fn);
 }
 
-function* entriesIn<V>(node: Node<V>): Generator<[string, V]> {
-  const arr = node.arr;
-  const dataEnd = node instanceof CollisionNode ? arr.length : 2 * popcount(node.dataMap);
-  for (let i = 0; i < dataEnd; i += 2) yield [arr[i] as string, arr[i + 1] as V];
-  for (let j = dataEnd; j < arr.length; j++) yield* entriesIn(arr[j] as Node<V>);
+function* entriesIn<V>(node: Node): Generator<[string, V]> {
+  const pairsEnd = dataMapOf(node) === 0 && nodeMapOf(node) === 0 ? node.length : dataEndOf(node);
+  for (let i = HEADER; i < pairsEnd; i += 2) yield [node[i] as string, node[i + 1] as V];
+  for (let j = pairsEnd; j < node.length; j++) yield* entriesIn<V>(node[j] as Node);
 }
 
-const EMPTY_ROOT = new BitmapNode<never>(0, 0, [], undefined);
+const EMPTY_ROOT: Node = newNode(0, 0, undefined, []);
 
 /** An immutable string-keyed map. `set` and `delete` return new versions; use `asMutable()` for batches. */
 export class PersistentMap<V> {
@@ -266,29 +234,29 @@ export class PersistentMap<V> {
   }
 
   /** @internal */
-  readonly root: Node<V>;
+  readonly root: Node;
   readonly size: number;
   /** @internal */
   readonly hash: StringHash;
 
-  private constructor(root: Node<V>, size: number, hash: StringHash) {
+  private constructor(root: Node, size: number, hash: StringHash) {
     this.root = root;
     this.size = size;
     this.hash = hash;
   }
 
   /** @internal */
-  static of<V>(root: Node<V>, size: number, hash: StringHash): PersistentMap<V> {
+  static of<V>(root: Node, size: number, hash: StringHash): PersistentMap<V> {
     return size === 0 && hash === fnv1aHash ? PersistentMap.empty<V>() : new PersistentMap(root, size, hash);
   }
 
   get(key: string): V | undefined {
-    const v = lookup(this.root, key, this.hash(key));
+    const v = lookup<V>(this.root, key, this.hash(key));
     return v === ABSENT ? undefined : v;
   }
 
   has(key: string): boolean {
-    return lookup(this.root, key, this.hash(key)) !== ABSENT;
+    return lookup<V>(this.root, key, this.hash(key)) !== ABSENT;
   }
 
   set(key: string, value: V): PersistentMap<V> {
@@ -309,36 +277,36 @@ export class PersistentMap<V> {
   }
 
   forEach(fn: (value: V, key: string) => void): void {
-    forEachIn(this.root, fn);
+    forEachIn<V>(this.root, fn);
   }
 
   /** The first value satisfying `predicate`, in iteration order. */
   find(predicate: (value: V, key: string) => boolean): V | undefined {
-    for (const [k, v] of entriesIn(this.root)) if (predicate(v, k)) return v;
+    for (const [k, v] of entriesIn<V>(this.root)) if (predicate(v, k)) return v;
     return undefined;
   }
 
   entries(): IterableIterator<[string, V]> {
-    return entriesIn(this.root);
+    return entriesIn<V>(this.root);
   }
 
   *keys(): IterableIterator<string> {
-    for (const [k] of entriesIn(this.root)) yield k;
+    for (const [k] of entriesIn<V>(this.root)) yield k;
   }
 
   *values(): IterableIterator<V> {
-    for (const [, v] of entriesIn(this.root)) yield v;
+    for (const [, v] of entriesIn<V>(this.root)) yield v;
   }
 
   [Symbol.iterator](): IterableIterator<[string, V]> {
-    return entriesIn(this.root);
+    return entriesIn<V>(this.root);
   }
 }
 
 /** A batch editor over a PersistentMap. Reads see the batch's own edits. */
 export class TransientMap<V> {
   #owner: Owner | undefined = {};
-  #root: Node<V>;
+  #root: Node;
   #size: number;
   readonly #hash: StringHash;
 
@@ -353,12 +321,12 @@ export class TransientMap<V> {
   }
 
   get(key: string): V | undefined {
-    const v = lookup(this.#root, key, this.#hash(key));
+    const v = lookup<V>(this.#root, key, this.#hash(key));
     return v === ABSENT ? undefined : v;
   }
 
   has(key: string): boolean {
-    return lookup(this.#root, key, this.#hash(key)) !== ABSENT;
+    return lookup<V>(this.#root, key, this.#hash(key)) !== ABSENT;
   }
 
   set(key: string, value: V): void {

@@ -7,7 +7,6 @@
 import type { Authorization } from '../model/authorization.js';
 import type { Service } from '../model/service.js';
 import type { Workload, WorkloadServiceRef } from '../model/workload.js';
-import type { PersistentMap } from './persistent-map.js';
 import { pickBestService, pickCidrVipService, pickWorkloadForAddress, serviceVisibleTo } from './ranking.js';
 import { identityIndexKey, isWorkloadList, type StoreState } from './state.js';
 import type { ApplicablePolicies, ServiceEndpoint, StoreCounts } from './types.js';
@@ -35,7 +34,7 @@ const NO_ENDPOINTS: readonly ServiceEndpoint[] = Object.freeze([]);
 // derived from, so they are shared across snapshots and dropped with it:
 // one view per (workload version, service ref), one list per endpoint set.
 const endpointViews = new WeakMap<WorkloadServiceRef, ServiceEndpoint>();
-const endpointLists = new WeakMap<PersistentMap<Workload>, { all?: readonly ServiceEndpoint[]; healthy?: readonly ServiceEndpoint[] }>();
+const endpointLists = new WeakMap<readonly Workload[], { all?: readonly ServiceEndpoint[]; healthy?: readonly ServiceEndpoint[] }>();
 
 export class Snapshot {
   /** Increases by one with every applied update. */
@@ -246,9 +245,9 @@ export class Snapshot {
   }
 }
 
-function endpointList(set: PersistentMap<Workload>, key: string, healthyOnly: boolean): readonly ServiceEndpoint[] {
+function endpointList(set: readonly Workload[], key: string, healthyOnly: boolean): readonly ServiceEndpoint[] {
   const out: ServiceEndpoint[] = [];
-  for (const w of set.values()) {
+  for (const w of set) {
     if (healthyOnly && w.status !== 'Healthy') continue;
     const ref = w.services.find((r) => r.key === key);
     if (ref !== undefined) out.push(endpointView(w, ref));

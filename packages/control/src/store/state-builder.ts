@@ -12,6 +12,9 @@
  *   had it, and it is `namespace/hostname` with exactly one '/', a service;
  * - service endpoints are derived from `Workload.services`; a key naming a
  *   service that is absent is a staged service (see StoreState.endpoints).
+ *   Endpoint edits are collected per service and applied once in finish(),
+ *   like ztunnel's `EndpointAccumulator`, so a push touching E endpoints of
+ *   one service costs O(E), not O(E²).
  */
 import type { Authorization } from '../model/authorization.js';
 import { serviceKey, type Service } from '../model/service.js';
@@ -42,7 +45,9 @@ export class StateBuilder {
   readonly #byVip: NestedMapBuilder<readonly Service[]>;
   #cidrVips: readonly CidrVipEntry[];
   #cidrVipsCopied = false;
-  readonly #endpoints: NestedMapBuilder<Workload>;
+  readonly #endpoints: TransientMap<readonly Workload[]>;
+  /** Per touched service key: uid → the workload now naming it, or null when it no longer does. */
+  readonly #endpointEdits = new Map<string, Map<string, Workload | null>>();
   readonly #policies: TransientMap<Authorization>;
   readonly #policiesByNamespace: NestedMapBuilder<Authorization>;
 
@@ -59,7 +64,7 @@ export class StateBuilder {
     this.#byHost = base.servicesByHost.asMutable();
     this.#byVip = new NestedMapBuilder(base.servicesByVip);
     this.#cidrVips = base.cidrVips;
-    this.#endpoints = new NestedMapBuilder(base.endpoints);
+    this.#endpoints = base.endpoints.asMutable();
     this.#policies = base.policies.asMutable();
     this.#policiesByNamespace = new NestedMapBuilder(base.policiesByNamespace);
   }
@@ -76,7 +81,7 @@ export class StateBuilder {
       this.#byIdentity.set(identityIndexKey(w.identity.namespace, w.identity.serviceAccount), w.uid, w);
     }
     for (const ref of w.services) {
-      this.#endpoints.set(ref.key, w.uid, w);
+      this.#editEndpoint(ref.key, w.uid, w);
       this.#changedServices.add(ref.key);
     }
     this.#changedWorkloads.add(w.uid);
@@ -94,11 +99,38 @@ export class StateBuilder {
       this.#byIdentity.delete(identityIndexKey(prev.identity.namespace, prev.identity.serviceAccount), uid);
     }
     for (const ref of prev.services) {
-      this.#endpoints.delete(ref.key, uid);
+      this.#editEndpoint(ref.key, uid, null);
       this.#changedServices.add(ref.key);
     }
     this.#changedWorkloads.add(uid);
     return true;
+  }
+
+  #editEndpoint(key: string, uid: string, w: Workload | null): void {
+    let edits = this.#endpointEdits.get(key);
+    if (edits === undefined) {
+      edits = new Map();
+      this.#endpointEdits.set(key, edits);
+    }
+    edits.set(uid, w);
+  }
+
+  /** Applies one service's accumulated endpoint edits: kept order, replaced in place, new ones appended. */
+  #rebuildEndpoints(key: string, edits: ReadonlyMap<string, Workload | null>): void {
+    const base = this.#endpoints.get(key) ?? [];
+    const next: Workload[] = [];
+    const placed = new Set<string>();
+    for (const w of base) {
+      const edit = edits.get(w.uid);
+      if (edit === undefined) next.push(w);
+      else {
+        placed.add(w.uid);
+        if (edit !== null) next.push(edit);
+      }
+    }
+    for (const [uid, edit] of edits) if (edit !== null && !placed.has(uid)) next.push(edit);
+    if (next.length === 0) this.#endpoints.delete(key);
+    else this.#endpoints.set(key, Object.freeze(next));
   }
 
   #isLocal(w: Workload): boolean {
@@ -248,7 +280,12 @@ export class StateBuilder {
    * through `pause`, which may yield to the event loop.
    */
   async finish(pause: () => Promise<void>): Promise<{ readonly state: StoreState; readonly change: StoreChange }> {
-    for (const nested of [this.#byAddress, this.#byIdentity, this.#byVip, this.#endpoints, this.#policiesByNamespace]) {
+    for (const [key, edits] of this.#endpointEdits) {
+      this.#rebuildEndpoints(key, edits);
+      await pause();
+    }
+    this.#endpointEdits.clear();
+    for (const nested of [this.#byAddress, this.#byIdentity, this.#byVip, this.#policiesByNamespace]) {
       while (nested.finishOne()) await pause();
     }
     const state: StoreState = {
@@ -259,7 +296,7 @@ export class StateBuilder {
       servicesByHost: this.#byHost.freeze(),
       servicesByVip: this.#byVip.finish(),
       cidrVips: this.#cidrVips,
-      endpoints: this.#endpoints.finish(),
+      endpoints: this.#endpoints.freeze(),
       policies: this.#policies.freeze(),
       policiesByNamespace: this.#policiesByNamespace.finish(),
     };

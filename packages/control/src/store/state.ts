@@ -36,10 +36,13 @@ export interface StoreState {
   readonly servicesByVip: NestedMap<readonly Service[]>;
   readonly cidrVips: readonly CidrVipEntry[];
   /**
-   * service key → uid → workload naming that service in `Workload.services`.
-   * Keys with no entry in `services` are the staged services.
+   * service key → the workloads naming that service in `Workload.services`.
+   * A plain array per service (rebuilt once per batch that touches it, as
+   * ztunnel clones a service's endpoint set once per push): 8 bytes per
+   * endpoint instead of a map entry. Keys with no entry in `services` are the
+   * staged services.
    */
-  readonly endpoints: NestedMap<Workload>;
+  readonly endpoints: PersistentMap<readonly Workload[]>;
   /** xDS resource name (istiod: `namespace/name`) → policy. */
   readonly policies: PersistentMap<Authorization>;
   /** namespace (`""` for GLOBAL scope) → policy key → policy. WORKLOAD_SELECTOR policies are not here. */
