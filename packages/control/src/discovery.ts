@@ -5,7 +5,7 @@
  * waypoint call this once from their composition roots; everything it needs
  * (clock, logger, file reads) is passed in.
  */
-import * as grpc from '@grpc/grpc-js';
+import type * as grpc from '@grpc/grpc-js';
 import type { AuthSource, ControlEnv, Env } from './config/control-env.js';
 import { loadAuthMetadata, type ControlPlaneAuth } from './auth/metadata.js';
 import type { ReadFile } from './auth/token.js';

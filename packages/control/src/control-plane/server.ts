@@ -13,7 +13,7 @@
  * fail keep serving the last good state and log every problem.
  */
 import { randomBytes } from 'node:crypto';
-import { rename, writeFile } from 'node:fs/promises';
+import { mkdir, rename, writeFile } from 'node:fs/promises';
 import { isIP } from 'node:net';
 import { dirname, join } from 'node:path';
 import * as grpc from '@grpc/grpc-js';
@@ -401,6 +401,8 @@ function serialize<T>(fn: () => Promise<T>): () => Promise<T> {
 }
 
 async function writeFileAtomically(path: string, content: string): Promise<void> {
+  // Create the directory too (e.g. ./.ambient on a fresh clone).
+  await mkdir(dirname(path), { recursive: true });
   const tmp = join(dirname(path), `.${randomBytes(6).toString('hex')}.tmp`);
   await writeFile(tmp, content, { mode: 0o644 });
   await rename(tmp, path);

@@ -4,11 +4,12 @@
  * prepare the next store state while readers keep using the current one.
  *
  * Layout: a compressed hash-array-mapped trie in the CHAMP style (Steindorfer
- * & Vinju, 2015). Each node has two 32-bit bitmaps (inline entries, child
- * nodes) and ONE array holding `key, value` pairs followed by child nodes, so
- * an entry costs two array slots plus a share of its node: about 20-30 bytes,
- * against ~37 for a native Map entry and ~150 for immutable.js's Map. Below
- * 32 bits of hash, keys that collide fully go into a flat collision node.
+ * & Vinju, 2015). Each node is a single array: two 32-bit bitmaps (inline
+ * entries, child nodes), then `key, value` pairs, then child nodes. Measured
+ * on Node 20 (8-byte pointers) at 100k entries: ~42 bytes per entry, against
+ * ~37 for a native Map and ~150-170 for immutable.js's Map, which is why this
+ * exists instead of that dependency. Below 32 bits of hash, keys that collide
+ * fully go into a flat collision node.
  *
  * Batches go through a TransientMap: nodes it created are edited in place
  * (tagged with its owner token); nodes shared with a published version are

@@ -8,7 +8,7 @@
  *   index costs a map slot, never a copy of a workload or service;
  * - index keys reuse strings the objects already hold (IP strings, service
  *   keys from `Workload.services`, uids) wherever a key is a single field;
- * - an empty inner map is removed, never stored.
+ * - an empty inner map or endpoint list is removed, never stored.
  */
 import type { Authorization } from '../model/authorization.js';
 import type { Service } from '../model/service.js';
