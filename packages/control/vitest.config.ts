@@ -5,6 +5,8 @@ export default defineConfig({
   test: {
     include: ['src/**/*.test.ts', 'test/**/*.test.ts'],
     restoreMocks: true,
+    // A machine-readable summary next to the console output; .ci/run prints the totals from it.
+    reporters: ['default', ['json', { outputFile: 'coverage/vitest-report.json' }]],
     testTimeout: 20_000,
     hookTimeout: 20_000,
   },

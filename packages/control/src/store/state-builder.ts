@@ -130,7 +130,8 @@ export class StateBuilder {
     }
     for (const [uid, edit] of edits) if (edit !== null && !placed.has(uid)) next.push(edit);
     if (next.length === 0) this.#endpoints.delete(key);
-    else this.#endpoints.set(key, Object.freeze(next));
+    // slice(): an exact-size copy; push() leaves spare capacity behind.
+    else this.#endpoints.set(key, Object.freeze(next.slice()));
   }
 
   #isLocal(w: Workload): boolean {
@@ -140,7 +141,7 @@ export class StateBuilder {
   #addAddress(network: string, ip: string, w: Workload): void {
     const cur = this.#byAddress.get(network, ip);
     if (cur === undefined) this.#byAddress.set(network, ip, w);
-    else if (isWorkloadList(cur)) this.#byAddress.set(network, ip, [...cur, w]);
+    else if (isWorkloadList(cur)) this.#byAddress.set(network, ip, cur.concat([w]));
     else this.#byAddress.set(network, ip, [cur, w]);
   }
 
@@ -166,7 +167,7 @@ export class StateBuilder {
     if (prev !== undefined) this.#unindexService(prev);
     this.#services.set(key, s);
     const hosts = this.#byHost.get(s.hostname);
-    this.#byHost.set(s.hostname, hosts === undefined ? [s] : [...hosts, s]);
+    this.#byHost.set(s.hostname, hosts === undefined ? [s] : hosts.concat([s]));
     for (const vip of s.vips) {
       const list = this.#byVip.get(vip.network, vip.address);
       if (list === undefined) {
@@ -176,7 +177,7 @@ export class StateBuilder {
       // One slot per namespace: a second service of the same namespace on this
       // VIP takes over the slot in place (ztunnel `insert_internal`).
       const slot = list.findIndex((x) => x.namespace === s.namespace);
-      this.#byVip.set(vip.network, vip.address, slot < 0 ? [...list, s] : list.map((x, i) => (i === slot ? s : x)));
+      this.#byVip.set(vip.network, vip.address, slot < 0 ? list.concat([s]) : list.map((x, i) => (i === slot ? s : x)));
     }
     if (s.cidrVips.length > 0) {
       const entries = this.#mutableCidrVips();
