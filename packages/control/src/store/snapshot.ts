@@ -223,8 +223,12 @@ export class Snapshot {
     return this.#state.services.values();
   }
 
-  /** [xDS name, policy] pairs. */
-  policies(): IterableIterator<[string, Authorization]> {
+  policies(): IterableIterator<Authorization> {
+    return this.#state.policies.values();
+  }
+
+  /** [xDS resource name, policy] pairs. */
+  policyEntries(): IterableIterator<[string, Authorization]> {
     return this.#state.policies.entries();
   }
 

@@ -465,7 +465,8 @@ describe('policies', () => {
     const store = new Store();
     await store.applyPolicies({ upserts: [{ name: 'custom-name', policy: nsAllow }], removals: [] });
     expect(store.snapshot().policy('custom-name')).toBe(nsAllow);
-    expect([...store.snapshot().policies()]).toEqual([['custom-name', nsAllow]]);
+    expect([...store.snapshot().policyEntries()]).toEqual([['custom-name', nsAllow]]);
+    expect([...store.snapshot().policies()]).toEqual([nsAllow]);
   });
 });
 
@@ -480,7 +481,7 @@ describe('replaceAll (static config reload)', () => {
     expect([...snap.workloads()]).toEqual([newW]);
     expect([...snap.services()]).toEqual([]);
     expect(snap.stagedServices().size).toBe(0);
-    expect([...snap.policies()].map(([k]) => k)).toEqual(['ns/new']);
+    expect([...snap.policyEntries()].map(([k]) => k)).toEqual(['ns/new']);
     expect(snap.workloadByAddress('', '10.0.0.7')).toBe(newW);
     expect(sorted(change.workloads)).toEqual(uids([oldW, newW]));
     expect(sorted(change.services)).toEqual(['ns/staged', SVC]);
