@@ -15,20 +15,16 @@
  *
  * Run: `npm run bench -w @ambient/control` (compiles with tsc, runs with --expose-gc).
  */
-import { monitorEventLoopDelay, performance } from 'node:perf_hooks';
+import { performance } from 'node:perf_hooks';
 import type { Service } from '../src/model/service.js';
 import type { Workload } from '../src/model/workload.js';
 import { Store, type AddressUpdate } from '../src/store/index.js';
+import { f, heap, median, pct, watchEventLoop } from './measure.js';
 
 const SIZES = [10_000, 100_000];
 const REPEATS = 3;
 const SINGLE_UPDATES = 300;
 
-const gc = (globalThis as { gc?: () => void }).gc;
-if (gc === undefined) {
-  console.error('run with node --expose-gc');
-  process.exit(1);
-}
 
 // protobuf-es decodes every string field into a fresh string; do the same so
 // the heap numbers are not flattered by V8 sharing literal strings.
@@ -116,39 +112,7 @@ function pushFor(workloads: readonly Workload[], services: readonly Service[]): 
   };
 }
 
-function heap(): number {
-  gc?.();
-  gc?.();
-  return process.memoryUsage().heapUsed;
-}
 
-/** Longest gap between setImmediate ticks, and the delay histogram's max, while `fn` runs. */
-async function watchEventLoop(fn: () => Promise<unknown>): Promise<{ tickerMaxMs: number; histogramMaxMs: number; ms: number }> {
-  const histogram = monitorEventLoopDelay({ resolution: 1 });
-  histogram.enable();
-  let running = true;
-  let last = performance.now();
-  let maxGap = 0;
-  const tick = () => {
-    const now = performance.now();
-    maxGap = Math.max(maxGap, now - last);
-    last = now;
-    if (running) setImmediate(tick);
-  };
-  setImmediate(tick);
-  const start = performance.now();
-  await fn();
-  const ms = performance.now() - start;
-  running = false;
-  histogram.disable();
-  // The ticker's last gap ends when fn resolves.
-  maxGap = Math.max(maxGap, performance.now() - last);
-  return { tickerMaxMs: maxGap, histogramMaxMs: histogram.max / 1e6, ms };
-}
-
-const median = (xs: number[]) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)] ?? NaN;
-const pct = (xs: number[], p: number) => [...xs].sort((a, b) => a - b)[Math.min(xs.length - 1, Math.floor(xs.length * p))] ?? NaN;
-const f = (n: number, d = 1) => n.toFixed(d);
 
 async function benchSize(n: number): Promise<void> {
   const nServices = n / 10;

@@ -114,6 +114,7 @@ export async function startWorkloadDiscovery(o: WorkloadDiscoveryOptions): Promi
     decodeAddress: decodeAddressResource,
     decodeAuthorization: decodeAuthorizationResource,
     onDemandAddresses: o.config.xdsOnDemand,
+    clock: o.clock,
   });
   const client = new DeltaXdsClient({
     target: first.value.endpoint.target,

@@ -5,6 +5,7 @@
 import { create } from '@bufbuild/protobuf';
 import { AnySchema } from '@bufbuild/protobuf/wkt';
 import type { Any } from '@bufbuild/protobuf/wkt';
+import type { PackedResource } from '../src/xds/type-urls.js';
 import * as grpc from '@grpc/grpc-js';
 import { pino } from 'pino';
 import { afterEach, describe, expect, it } from 'vitest';
@@ -30,7 +31,7 @@ function packed(typeUrl: string, label: string): Any {
   return create(AnySchema, { typeUrl, value: text.encode(label) });
 }
 
-function fakeDecode<T>(make: (label: string) => T): (any: Any) => Result<T> {
+function fakeDecode<T>(make: (label: string) => T): (any: PackedResource) => Result<T> {
   return (any) => {
     const label = untext.decode(any.value);
     if (label === 'throw') throw new Error('translator bug');

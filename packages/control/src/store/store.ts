@@ -13,6 +13,7 @@
  * - subscribers are called once per applied write, after it is visible.
  */
 import { systemClock, type Clock } from '../platform/clock.js';
+import { DEFAULT_SLICE_BUDGET_MS, Slicer, yieldToEventLoop } from '../platform/slicer.js';
 import { Snapshot } from './snapshot.js';
 import { StateBuilder } from './state-builder.js';
 import { EMPTY_STATE, type StoreState } from './state.js';
@@ -37,12 +38,6 @@ export interface StoreOptions {
   readonly onSubscriberError?: (error: unknown) => void;
 }
 
-const DEFAULT_SLICE_BUDGET_MS = 8;
-// Reading the clock per resource would cost more than some resources do.
-const CLOCK_CHECK_EVERY = 64;
-
-const yieldWithSetImmediate = (): Promise<void> => new Promise((resolve) => setImmediate(resolve));
-
 export class Store {
   readonly #clock: Clock;
   readonly #sliceBudgetMs: number;
@@ -59,7 +54,7 @@ export class Store {
     this.#clock = options.clock ?? systemClock;
     this.#sliceBudgetMs = options.sliceBudgetMs ?? DEFAULT_SLICE_BUDGET_MS;
     this.#maxPerSlice = options.maxResourcesPerSlice ?? Number.POSITIVE_INFINITY;
-    this.#yield = options.yieldToEventLoop ?? yieldWithSetImmediate;
+    this.#yield = options.yieldToEventLoop ?? yieldToEventLoop;
     this.#preferredServiceNamespace = options.preferredServiceNamespace;
     this.#localNode = options.localNode;
     this.#onSubscriberError =
@@ -170,37 +165,6 @@ export class Store {
 
 export function createStore(options: StoreOptions = {}): Store {
   return new Store(options);
-}
-
-/** Decides when a write has run long enough and should let the event loop in. */
-class Slicer {
-  readonly #clock: Clock;
-  readonly #budgetMs: number;
-  readonly #maxPerSlice: number;
-  readonly #yieldFn: () => Promise<void>;
-  #count = 0;
-  #start: number;
-
-  constructor(clock: Clock, budgetMs: number, maxPerSlice: number, yieldFn: () => Promise<void>) {
-    this.#clock = clock;
-    this.#budgetMs = budgetMs;
-    this.#maxPerSlice = maxPerSlice;
-    this.#yieldFn = yieldFn;
-    this.#start = clock.monotonic();
-  }
-
-  /** Counts one unit of work; true when the slice is over. */
-  due(): boolean {
-    this.#count++;
-    if (this.#count >= this.#maxPerSlice) return true;
-    return this.#count % CLOCK_CHECK_EVERY === 0 && this.#clock.monotonic() - this.#start >= this.#budgetMs;
-  }
-
-  async yield(): Promise<void> {
-    await this.#yieldFn();
-    this.#count = 0;
-    this.#start = this.#clock.monotonic();
-  }
 }
 
 async function applyAddressUpdate(b: StateBuilder, update: AddressUpdate, slice: Slicer): Promise<void> {

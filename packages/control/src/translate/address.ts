@@ -6,12 +6,12 @@
  * with neither a workload nor a service is refused ("unknown address type").
  */
 import { fromBinary } from '@bufbuild/protobuf';
-import type { Any } from '@bufbuild/protobuf/wkt';
+import type { PackedResource } from '../xds/type-urls.js';
 import { AddressSchema, type Address as PbAddress } from '../gen/istio/workload/workload_pb.js';
 import { fail, nestRejections, ok, rejection, type Result } from '../result.js';
 import type { AddressResource } from '../store/types.js';
 import { ADDRESS_TYPE_URL } from '../xds/type-urls.js';
-import { errorText } from './common.js';
+import { DECODE_OPTIONS, errorText } from './common.js';
 import { translateService } from './service.js';
 import { translateWorkload } from './workload.js';
 
@@ -34,13 +34,13 @@ export function translateAddress(pb: PbAddress): Result<AddressResource> {
  * Unpacks an `Any` holding an istio.workload.Address and translates it.
  * A wrong type URL or bytes that do not decode are rejections, never throws.
  */
-export function decodeAddressResource(any: Any): Result<AddressResource> {
+export function decodeAddressResource(any: PackedResource): Result<AddressResource> {
   if (any.typeUrl !== ADDRESS_TYPE_URL) {
     return fail(rejection('typeUrl', `expected ${ADDRESS_TYPE_URL}, got ${JSON.stringify(any.typeUrl)}`));
   }
   let pb: PbAddress;
   try {
-    pb = fromBinary(AddressSchema, any.value);
+    pb = fromBinary(AddressSchema, any.value, DECODE_OPTIONS);
   } catch (e) {
     return fail(rejection('', `resource does not decode as istio.workload.Address: ${errorText(e)}`));
   }

@@ -14,7 +14,7 @@
  * ztunnel does.
  */
 import { fromBinary } from '@bufbuild/protobuf';
-import type { Any } from '@bufbuild/protobuf/wkt';
+import type { PackedResource } from '../xds/type-urls.js';
 import {
   Action,
   ActionSchema,
@@ -39,7 +39,7 @@ import type {
 import { makeCidr, type Cidr } from '../model/ip.js';
 import { fail, rejection, type Result } from '../result.js';
 import { AUTHORIZATION_TYPE_URL } from '../xds/type-urls.js';
-import { checkPort, errorText, ipFromWire, mapEnum, Problems } from './common.js';
+import { checkPort, DECODE_OPTIONS, errorText, ipFromWire, mapEnum, Problems } from './common.js';
 
 const SCOPES: Record<number, PolicyScope> = {
   [Scope.GLOBAL]: 'Global',
@@ -61,13 +61,13 @@ export function translateAuthorization(pb: PbAuthorization): Result<Authorizatio
  * Unpacks an `Any` holding an istio.security.Authorization and translates it.
  * A wrong type URL or bytes that do not decode are rejections, never throws.
  */
-export function decodeAuthorizationResource(any: Any): Result<Authorization> {
+export function decodeAuthorizationResource(any: PackedResource): Result<Authorization> {
   if (any.typeUrl !== AUTHORIZATION_TYPE_URL) {
     return fail(rejection('typeUrl', `expected ${AUTHORIZATION_TYPE_URL}, got ${JSON.stringify(any.typeUrl)}`));
   }
   let pb: PbAuthorization;
   try {
-    pb = fromBinary(AuthorizationSchema, any.value);
+    pb = fromBinary(AuthorizationSchema, any.value, DECODE_OPTIONS);
   } catch (e) {
     return fail(rejection('', `resource does not decode as istio.security.Authorization: ${errorText(e)}`));
   }

@@ -182,3 +182,10 @@ export function checkNamespacedName(key: string, field: string, problems: Proble
 export function errorText(e: unknown): string {
   return e instanceof Error ? e.message : String(e);
 }
+
+/**
+ * Fields we do not know are dropped while decoding instead of being kept on
+ * the message (nothing reads them; keeping them costs time and memory on a
+ * full push). Unknown enum values are still seen and refused by the translators.
+ */
+export const DECODE_OPTIONS = { readUnknownFields: false } as const;

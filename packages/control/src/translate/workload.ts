@@ -60,6 +60,7 @@ import {
   Problems,
 } from './common.js';
 import { gatewayAddress } from './gateway.js';
+import { intern, internIdentity, internPorts } from './intern.js';
 
 const TUNNEL_PROTOCOLS: Partial<Record<number, TunnelProtocol>> = {
   [PbTunnelProtocol.NONE]: 'TCP',
@@ -138,7 +139,7 @@ function workload(pb: PbWorkload, problems: Problems): Workload | undefined {
     const field = `services[${JSON.stringify(key)}]`;
     parseNamespacedHostname(key, field, problems);
     const ports = portMappings(portList.ports, `${field}.ports`, problems);
-    services.push({ key, ports });
+    services.push({ key: intern(key), ports: internPorts(ports) });
   }
 
   pb.authorizationPolicies.forEach((key, i) => checkNamespacedName(key, `authorizationPolicies[${i}]`, problems));
@@ -151,25 +152,25 @@ function workload(pb: PbWorkload, problems: Problems): Workload | undefined {
   return {
     uid: pb.uid,
     name: pb.name,
-    namespace: pb.namespace,
+    namespace: identity.namespace,
     addresses,
     hostname: pb.hostname,
-    network: pb.network,
+    network: intern(pb.network),
     protocol,
     identity,
     waypoint,
     networkGateway,
-    node: pb.node,
-    canonicalName: pb.canonicalName,
-    canonicalRevision: pb.canonicalRevision,
+    node: intern(pb.node),
+    canonicalName: intern(pb.canonicalName),
+    canonicalRevision: intern(pb.canonicalRevision),
     workloadType,
-    workloadName: pb.workloadName,
+    workloadName: intern(pb.workloadName),
     nativeTunnel: pb.nativeTunnel,
     applicationTunnel,
     services,
-    authorizationPolicies: [...pb.authorizationPolicies],
+    authorizationPolicies: pb.authorizationPolicies.map(intern),
     status,
-    clusterId: pb.clusterId === '' ? DEFAULT_CLUSTER_ID : pb.clusterId,
+    clusterId: pb.clusterId === '' ? DEFAULT_CLUSTER_ID : intern(pb.clusterId),
     locality: locality(pb.locality),
     networkMode,
     capacity: pb.capacity ?? 1,
@@ -187,7 +188,7 @@ function workloadIdentity(pb: PbWorkload, problems: Problems): Identity | undefi
   if (ns) problems.add('namespace', `namespace ${ns}`);
   const sa = spiffeSegmentProblem(serviceAccount);
   if (sa) problems.add('serviceAccount', `service account ${sa}`);
-  return problems.count === before ? { trustDomain, namespace: pb.namespace, serviceAccount } : undefined;
+  return problems.count === before ? internIdentity(trustDomain, pb.namespace, serviceAccount) : undefined;
 }
 
 function appTunnel(pb: PbApplicationTunnel, problems: Problems): ApplicationTunnel | undefined {
@@ -223,5 +224,5 @@ export function appProtocol(value: number): AppProtocol {
 // ztunnel stores `locality.unwrap_or_default()`: absent and all-empty are the same.
 function locality(pb: PbLocality | undefined): Locality | undefined {
   if (pb === undefined || (pb.region === '' && pb.zone === '' && pb.subzone === '')) return undefined;
-  return { region: pb.region, zone: pb.zone, subzone: pb.subzone };
+  return { region: intern(pb.region), zone: intern(pb.zone), subzone: intern(pb.subzone) };
 }

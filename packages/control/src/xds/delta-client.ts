@@ -35,24 +35,18 @@
  *   calls never overlap;
  * - after `close()` nothing is written, no timer is pending, the channel is closed.
  */
-import { fromBinary, toBinary, create } from '@bufbuild/protobuf';
-import type { Any } from '@bufbuild/protobuf/wkt';
+import { toBinary, create } from '@bufbuild/protobuf';
+import { Slicer } from '../platform/slicer.js';
+import { decodeResources, scanDeltaResponse, type ScannedDeltaResponse } from './scanned-response.js';
 import * as grpc from '@grpc/grpc-js';
 import type { Node } from '../gen/envoy/config/core/v3/base_pb.js';
-import {
-  DeltaDiscoveryRequestSchema,
-  DeltaDiscoveryResponseSchema,
-} from '../gen/envoy/service/discovery/v3/discovery_pb.js';
-import type {
-  DeltaDiscoveryRequest,
-  DeltaDiscoveryResponse,
-} from '../gen/envoy/service/discovery/v3/discovery_pb.js';
+import { DeltaDiscoveryRequestSchema, type DeltaDiscoveryRequest } from '../gen/envoy/service/discovery/v3/discovery_pb.js';
 import { StatusSchema } from '../gen/google/rpc/status_pb.js';
 import type { Clock, Random } from '../platform/clock.js';
 import { systemRandom } from '../platform/clock.js';
 import { INITIAL_BACKOFF_MS, planReconnect, withJitter } from './backoff.js';
 import type { StreamEnd, TerminationReason } from './backoff.js';
-import { DELTA_ADS_METHOD } from './type-urls.js';
+import { DELTA_ADS_METHOD, type PackedResource } from './type-urls.js';
 
 // === Public types ===
 
@@ -61,7 +55,7 @@ export interface XdsResource {
   readonly name: string;
   readonly version: string;
   /** The packed resource; undefined when the server sent none (the handler must reject it). */
-  readonly resource: Any | undefined;
+  readonly resource: PackedResource | undefined;
 }
 
 /** A resource the handler refused; becomes `name: reason` in the NACK. */
@@ -177,17 +171,18 @@ function serializeRequest(req: DeltaDiscoveryRequest): Buffer {
   return Buffer.from(bytes.buffer, bytes.byteOffset, bytes.byteLength);
 }
 
-function deserializeResponse(buf: Buffer): DeltaDiscoveryResponse {
-  // A malformed response throws here; grpc-js then cancels the stream with
-  // INTERNAL, which reconnects with backoff (as tonic's decode error does).
-  return fromBinary(DeltaDiscoveryResponseSchema, buf);
+function deserializeResponse(buf: Buffer): ScannedDeltaResponse {
+  // Only the outer message is read here (resources are decoded later, in
+  // slices). A malformed response throws; grpc-js then cancels the stream
+  // with INTERNAL, which reconnects with backoff (as tonic's decode error does).
+  return scanDeltaResponse(buf);
 }
 
 // === impl DeltaXdsClient ===
 
 interface Attempt {
   readonly id: number;
-  readonly call: grpc.ClientDuplexStream<DeltaDiscoveryRequest, DeltaDiscoveryResponse>;
+  readonly call: grpc.ClientDuplexStream<DeltaDiscoveryRequest, ScannedDeltaResponse>;
   readonly log: Logger;
   /** Response headers received: later failures are stream errors, not connection errors. */
   established: boolean;
@@ -419,7 +414,7 @@ export class DeltaXdsClient implements AsyncDisposable {
   private pump(attempt: Attempt): Promise<StreamEnd> {
     const { call } = attempt;
     return new Promise<StreamEnd>((resolve) => {
-      const queue: DeltaDiscoveryResponse[] = [];
+      const queue: ScannedDeltaResponse[] = [];
       let processing = false;
       let end: StreamEnd | undefined;
       const settle = (): void => {
@@ -446,7 +441,7 @@ export class DeltaXdsClient implements AsyncDisposable {
         attempt.established = true;
         this.transition('connected', attempt.id);
       });
-      call.on('data', (msg: DeltaDiscoveryResponse) => {
+      call.on('data', (msg: ScannedDeltaResponse) => {
         queue.push(msg);
         if (!processing) {
           call.pause();
@@ -472,11 +467,8 @@ export class DeltaXdsClient implements AsyncDisposable {
     });
   }
 
-  private async handleResponse(attempt: Attempt, response: DeltaDiscoveryResponse): Promise<void> {
+  private async handleResponse(attempt: Attempt, response: ScannedDeltaResponse): Promise<void> {
     const { typeUrl, nonce } = response;
-    let bytes = 0;
-    for (const r of response.resources) bytes += r.resource?.value.length ?? 0;
-    this.opts.events?.onMessage?.(typeUrl, bytes);
     attempt.log.debug(
       { typeUrl, nonce, resources: response.resources.length, removed: response.removedResources.length },
       'received response',
@@ -488,11 +480,16 @@ export class DeltaXdsClient implements AsyncDisposable {
       return;
     }
 
-    const resources: XdsResource[] = response.resources.map((r) => ({
-      name: r.name,
-      version: r.version,
-      resource: r.resource,
-    }));
+    // Decode the resources a slice at a time (a full push is ~100k of them).
+    const decoded = await decodeResources(response, new Slicer(this.opts.clock), () => attempt.ended);
+    if (attempt.ended) return;
+    if (!decoded.ok) {
+      this.reply(attempt, typeUrl, nonce, decoded.reason);
+      return;
+    }
+    const { resources, bytes } = decoded.value;
+    // istio_xds_message_bytes_total counts the packed resources' bytes, as ztunnel does.
+    this.opts.events?.onMessage?.(typeUrl, bytes);
     const removed = [...response.removedResources];
     let rejected: ReadonlyArray<{ name: string; reason: string }>;
     try {

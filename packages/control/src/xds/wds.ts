@@ -12,13 +12,14 @@
  * The translators and the store are injected as the narrow interfaces below,
  * declared here so this module depends only on what it uses.
  */
-import type { Any } from '@bufbuild/protobuf/wkt';
 import type { Authorization } from '../model/authorization.js';
+import type { Clock } from '../platform/clock.js';
+import { Slicer } from '../platform/slicer.js';
 import { formatRejections } from '../result.js';
 import type { Result } from '../result.js';
 import type { AddressResource, AddressUpdate, PolicyUpdate } from '../store/types.js';
 import type { XdsHandler, XdsRejection, XdsResource } from './delta-client.js';
-import { ADDRESS_TYPE_URL, AUTHORIZATION_TYPE_URL } from './type-urls.js';
+import { ADDRESS_TYPE_URL, AUTHORIZATION_TYPE_URL, type PackedResource } from './type-urls.js';
 
 /** The store operations WDS needs. The return value (e.g. a StoreChange) is ignored; a promise is awaited. */
 export interface WdsStore {
@@ -29,11 +30,13 @@ export interface WdsStore {
 export interface WdsDeps {
   readonly store: WdsStore;
   /** translate/address.ts `decodeAddressResource`. */
-  readonly decodeAddress: (resource: Any) => Result<AddressResource>;
+  readonly decodeAddress: (resource: PackedResource) => Result<AddressResource>;
   /** translate/authorization.ts `decodeAuthorizationResource`. */
-  readonly decodeAuthorization: (resource: Any) => Result<Authorization>;
+  readonly decodeAuthorization: (resource: PackedResource) => Result<Authorization>;
   /** Fetch Address resources on demand instead of by wildcard (XDS_ON_DEMAND). Authorization is never on demand. */
   readonly onDemandAddresses?: boolean;
+  /** When set, decoding a large batch yields to the event loop every few milliseconds. */
+  readonly clock?: Clock;
 }
 
 export interface WdsHandlers {
@@ -42,10 +45,11 @@ export interface WdsHandlers {
 }
 
 /** Decodes every resource; returns the accepted values and the rejections, in input order. */
-export function decodeBatch<T>(
+export async function decodeBatch<T>(
   resources: readonly XdsResource[],
-  decode: (resource: Any) => Result<T>,
-): { accepted: Array<{ name: string; value: T }>; rejected: XdsRejection[] } {
+  decode: (resource: PackedResource) => Result<T>,
+  slicer?: Slicer,
+): Promise<{ accepted: Array<{ name: string; value: T }>; rejected: XdsRejection[] }> {
   const accepted: Array<{ name: string; value: T }> = [];
   const rejected: XdsRejection[] = [];
   for (const r of resources) {
@@ -63,16 +67,19 @@ export function decodeBatch<T>(
     }
     if (result.ok) accepted.push({ name: r.name, value: result.value });
     else rejected.push({ name: r.name, reason: formatRejections(result.errors) });
+    // A full push decodes ~100k resources: never hold the event loop for all of them.
+    if (slicer?.due()) await slicer.yield();
   }
   return { accepted, rejected };
 }
 
 export function createWdsHandlers(deps: WdsDeps): WdsHandlers {
+  const slicer = () => (deps.clock ? new Slicer(deps.clock) : undefined);
   const address: XdsHandler = {
     typeUrl: ADDRESS_TYPE_URL,
     onDemand: deps.onDemandAddresses === true,
     async handle(resources, removed) {
-      const { accepted, rejected } = decodeBatch(resources, deps.decodeAddress);
+      const { accepted, rejected } = await decodeBatch(resources, deps.decodeAddress, slicer());
       await deps.store.applyAddresses({
         upserts: accepted.map((a) => ({ name: a.name, resource: a.value })),
         removals: removed,
@@ -84,7 +91,7 @@ export function createWdsHandlers(deps: WdsDeps): WdsHandlers {
     typeUrl: AUTHORIZATION_TYPE_URL,
     onDemand: false,
     async handle(resources, removed) {
-      const { accepted, rejected } = decodeBatch(resources, deps.decodeAuthorization);
+      const { accepted, rejected } = await decodeBatch(resources, deps.decodeAuthorization, slicer());
       await deps.store.applyPolicies({
         upserts: accepted.map((a) => ({ name: a.name, policy: a.value })),
         removals: removed,
