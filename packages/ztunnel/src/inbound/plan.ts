@@ -1,0 +1,308 @@
+/**
+ * The pure decisions of serving one HBONE CONNECT (ztunnel
+ * `Inbound::serve_connect`, src/proxy/inbound.rs): parsing the `:authority`,
+ * checking the request may target this workload (`validate_destination`),
+ * and working out where the stream goes (`find_inbound_upstream`), plus the
+ * best guess at the destination service for metrics
+ * (`proxy::guess_inbound_service`). No sockets: the server calls these
+ * between accepting the stream and authorizing it.
+ *
+ * Refusals and their HBONE status (errors.ts): a bad authority and an IP that
+ * is not this workload's are 400; an unknown hostname, a port that maps to
+ * nothing and a call to one of ztunnel's own ports are 503.
+ */
+import { canonicalIp, serviceKey, type GatewayAddress, type Service, type Snapshot, type Workload } from '@ambient/control';
+import type { ProxyErrorCode } from '../errors.js';
+import { isIllegalPort, unmapIpv4 } from '../ports.js';
+
+export interface SocketAddr {
+  readonly ip: string;
+  readonly port: number;
+}
+
+/** A parsed `:authority`: a socket address, or `hostname:port` (double HBONE's inner request). */
+export type Authority =
+  | { readonly kind: 'ip'; readonly ip: string; readonly port: number }
+  | { readonly kind: 'hostname'; readonly hostname: string; readonly port: number };
+
+export interface InboundReject {
+  readonly kind: 'reject';
+  readonly code: ProxyErrorCode;
+  readonly message: string;
+}
+
+const MAX_HOSTNAME = 253;
+const HOSTNAME = /^[A-Za-z0-9_]([A-Za-z0-9_-]*[A-Za-z0-9_])?(\.[A-Za-z0-9_]([A-Za-z0-9_-]*[A-Za-z0-9_])?)*\.?$/;
+
+/**
+ * ztunnel parses the authority as a socket address (`1.2.3.4:80`,
+ * `[fd00::1]:80`), else as `host:port`; a missing host or port is a 400.
+ * Stricter than ztunnel: port 0, user info, IPv6 zone ids, unbracketed IPv6
+ * and hostnames with characters DNS does not allow are refused here rather
+ * than failing later.
+ */
+export function parseAuthority(authority: string | undefined): Authority | InboundReject {
+  if (authority === undefined || authority === '') return badAuthority('the CONNECT request has no :authority');
+  const shown = JSON.stringify(authority.length > 300 ? `${authority.slice(0, 300)}…` : authority);
+  if (authority.length > MAX_HOSTNAME + 8) return badAuthority(`:authority ${shown} is too long`);
+  let host: string;
+  let portText: string;
+  if (authority.startsWith('[')) {
+    const m = /^\[([^\]]+)\]:([^:]*)$/.exec(authority);
+    if (m?.[1] === undefined || m[2] === undefined) return badAuthority(`:authority ${shown} is not [ipv6]:port`);
+    host = m[1];
+    portText = m[2];
+    if (host.includes('%')) return badAuthority(`:authority ${shown} has an IPv6 zone id`);
+    const ip = canonicalIp(host);
+    if (ip === undefined || !host.includes(':')) return badAuthority(`:authority ${shown} has an invalid IPv6 address`);
+    const port = parsePort(portText);
+    if (port === undefined) return badAuthority(`:authority ${shown} has no valid port (1-65535)`);
+    return { kind: 'ip', ip: unmapIpv4(ip) ?? ip, port };
+  }
+  const colon = authority.lastIndexOf(':');
+  if (colon < 0) return badAuthority(`:authority ${shown} has no port`);
+  host = authority.slice(0, colon);
+  portText = authority.slice(colon + 1);
+  if (host === '') return badAuthority(`:authority ${shown} has no host`);
+  if (host.includes(':')) return badAuthority(`:authority ${shown}: an IPv6 address must be in brackets`);
+  const port = parsePort(portText);
+  if (port === undefined) return badAuthority(`:authority ${shown} has no valid port (1-65535)`);
+  const ip = canonicalIp(host);
+  if (ip !== undefined) return { kind: 'ip', ip, port };
+  if (host.length > MAX_HOSTNAME || !HOSTNAME.test(host)) return badAuthority(`:authority ${shown} is neither an IP address nor a valid hostname`);
+  return { kind: 'hostname', hostname: host, port };
+}
+
+function parsePort(text: string): number | undefined {
+  if (!/^\d{1,5}$/.test(text)) return undefined;
+  const port = Number(text);
+  return port >= 1 && port <= 65535 ? port : undefined;
+}
+
+/** The snapshot lookups inbound planning needs. */
+export type InboundLookup = Pick<Snapshot, 'findAddress' | 'service' | 'serviceByHostname' | 'servicesForWorkload' | 'workloads'>;
+
+export interface InboundInput {
+  readonly snapshot: InboundLookup;
+  /** The workload this listener serves (the CONNECT's destination pod). */
+  readonly localWorkload: Workload;
+  /** The connection's local IP: the pod IP the client dialled on 15008. */
+  readonly localIp: string;
+  /** This ztunnel's NETWORK (the destination network). */
+  readonly network: string;
+  readonly authority: Authority;
+  readonly illegalPorts: ReadonlySet<number>;
+  /** `host=` from the request's `Forwarded` header, for the metrics' destination_service guess. */
+  readonly forwardedHost?: string | undefined;
+  /** LOCALHOST_APP_TUNNEL (default true): PROXY-protocol application tunnels are reached on loopback. */
+  readonly localhostAppTunnel?: boolean;
+}
+
+export interface InboundPlan {
+  readonly kind: 'upstream';
+  /** Where to connect. */
+  readonly upstream: SocketAddr;
+  /**
+   * The destination as authorization and metrics see it (ztunnel replaces
+   * the connection's 15008 with it): the local IP and the resolved target
+   * port, after any application-tunnel port override.
+   */
+  readonly target: SocketAddr;
+  /** Connect from loopback rather than spoofing the client's address (localhost application tunnel). */
+  readonly bindLoopback: boolean;
+  /** Best guess at the service the client meant (destination_service). */
+  readonly destinationService: Service | undefined;
+  /** Accepted although the authority IP is not ours, because this workload is the target's waypoint. */
+  readonly sandwich: boolean;
+  /** Write a PROXY v2 header (application tunnel with protocol PROXY). */
+  readonly proxyProtocol: boolean;
+  /** The destination the application tunnel is told about (the PROXY header's destination). */
+  readonly tunnelTarget: SocketAddr | undefined;
+}
+
+export function planInbound(input: InboundInput): InboundPlan | InboundReject {
+  const { authority, localWorkload, snapshot } = input;
+  const localIp = unmapIpv4(input.localIp);
+  if (localIp === undefined) return reject('INTERNAL', `the connection's local address ${input.localIp} is not an IP`);
+
+  // validate_destination (400 on failure).
+  let sandwich = false;
+  if (authority.kind === 'ip' && authority.ip !== localIp && localWorkload.applicationTunnel === undefined) {
+    // Normally the authority is the pod IP we were dialled on. A waypoint may
+    // also receive traffic for its targets ("sandwich"); accept it only when
+    // the authority's service or workload names this workload as waypoint.
+    if (!isWaypointFor(snapshot, input.network, localWorkload, localIp, authority.ip)) {
+      return reject(
+        'IP_MISMATCH',
+        `CONNECT authority ${formatAddr(authority)} does not match this workload's address ${localIp}, and ${localWorkload.namespace}/${localWorkload.name} is not its waypoint`,
+      );
+    }
+    sandwich = true;
+  }
+
+  // find_inbound_upstream (503 on failure). The destination IP is always our own.
+  let port: number;
+  let candidates: Service[];
+  if (authority.kind === 'hostname') {
+    const svc = snapshot.serviceByHostname(authority.hostname, localWorkload.namespace);
+    if (svc === undefined) {
+      return reject('NO_SERVICE_FOR_HOSTNAME', `no service ${authority.hostname} visible to namespace ${localWorkload.namespace} for CONNECT ${authority.hostname}:${authority.port}`);
+    }
+    const mapped = inboundTargetPort(localWorkload, svc, authority.port);
+    if (mapped === undefined) {
+      return reject('NO_TARGET_PORT', `service ${serviceKey(svc)} has no target port for port ${authority.port} on ${localWorkload.namespace}/${localWorkload.name}`);
+    }
+    port = mapped;
+    candidates = [svc];
+  } else {
+    port = authority.port;
+    candidates = snapshot.servicesForWorkload(localWorkload);
+  }
+  // Checked on the resolved port: a hostname could map onto one of our ports.
+  if (isIllegalPort(port, input.illegalPorts)) {
+    return reject('SELF_CALL', `CONNECT to ${formatAuthorityOf(authority)} resolves to port ${port}, one of ztunnel's own ports; refusing`);
+  }
+
+  let target: SocketAddr = { ip: localIp, port };
+  let tunnelTarget: SocketAddr | undefined;
+  const tunnel = localWorkload.applicationTunnel;
+  if (tunnel !== undefined) {
+    // The tunnel may listen on its own port (e.g. 15088 for PROXY).
+    target = { ip: localIp, port: tunnel.port ?? port };
+    if (authority.kind === 'ip') {
+      tunnelTarget = { ip: authority.ip, port: authority.port };
+    } else {
+      // PROXY cannot carry a hostname: use a VIP of the service, ours network first, IPv4 first.
+      const vip = pickTunnelVip(candidates[0], input.network);
+      if (vip === undefined) {
+        return reject('NO_SERVICE_FOR_HOSTNAME', `service ${authority.hostname} has no VIP to name in the application tunnel's PROXY header`);
+      }
+      tunnelTarget = { ip: vip, port: authority.port };
+    }
+  }
+
+  const proxyProtocol = tunnel?.protocol === 'PROXY';
+  const bindLoopback = proxyProtocol && (input.localhostAppTunnel ?? true);
+  const upstream = bindLoopback ? { ip: target.ip.includes(':') ? '::1' : '127.0.0.1', port: target.port } : target;
+  return {
+    kind: 'upstream',
+    upstream,
+    target,
+    bindLoopback,
+    destinationService: guessService(candidates, input.forwardedHost, target.port, localWorkload),
+    sandwich,
+    proxyProtocol,
+    tunnelTarget,
+  };
+}
+
+/**
+ * The destination_service label for an inbound connection (ztunnel
+ * `guess_inbound_service`): the `Forwarded: host=` service when it is one of
+ * the workload's services; else the first of its services whose target port,
+ * or this workload's own port mapping, is the connection's target port.
+ */
+export function destinationServiceFor(
+  workload: Workload,
+  forwardedHost: string | undefined,
+  port: number,
+  snapshot: Pick<Snapshot, 'servicesForWorkload'>,
+): Service | undefined {
+  return guessService(snapshot.servicesForWorkload(workload), forwardedHost, port, workload);
+}
+
+function guessService(candidates: readonly Service[], forwardedHost: string | undefined, port: number, workload: Workload): Service | undefined {
+  if (forwardedHost !== undefined && forwardedHost !== '') {
+    const named = candidates.find((s) => s.hostname === forwardedHost);
+    if (named !== undefined) return named;
+  }
+  return candidates.find((s) => {
+    const ref = workload.services.find((r) => r.key === serviceKey(s));
+    return s.ports.some(
+      (p) => p.targetPort === port || ref?.ports.some((m) => m.servicePort === p.servicePort && m.targetPort === port) === true,
+    );
+  });
+}
+
+/** Service port → target port for this workload: its own mapping first, else the service's numeric target port. */
+function inboundTargetPort(w: Workload, svc: Service, servicePort: number): number | undefined {
+  const own = w.services.find((r) => r.key === serviceKey(svc))?.ports.find((p) => p.servicePort === servicePort)?.targetPort;
+  if (own !== undefined && own > 0) return own;
+  const fromService = svc.ports.find((p) => p.servicePort === servicePort)?.targetPort;
+  return fromService !== undefined && fromService > 0 ? fromService : undefined;
+}
+
+/** ztunnel: max by (our network: IPv4 2, IPv6 1; other networks 0), the last of equals. */
+function pickTunnelVip(svc: Service | undefined, network: string): string | undefined {
+  let best: string | undefined;
+  let bestScore = -1;
+  for (const v of svc?.vips ?? []) {
+    const score = v.network === network ? (v.address.includes(':') ? 1 : 2) : 0;
+    if (score >= bestScore) {
+      best = v.address;
+      bestScore = score;
+    }
+  }
+  return best;
+}
+
+/**
+ * The "waypoint sandwich": does the service or workload at `targetIp`
+ * (on our network) name this workload as its waypoint? A service waypoint
+ * resolving to a service counts when we are one of its endpoints; one
+ * resolving to a workload when that workload has our IP. ztunnel checks the
+ * service's `waypoint` only; weighted waypoints are accepted here too, since
+ * a canary waypoint receives the same traffic.
+ */
+function isWaypointFor(snapshot: InboundLookup, network: string, local: Workload, localIp: string, targetIp: string): boolean {
+  const found = snapshot.findAddress(network, targetIp);
+  if (found === undefined) return false;
+  const gateways: GatewayAddress[] = [];
+  if (found.kind === 'service') {
+    if (found.service.waypoint !== undefined) gateways.push(found.service.waypoint);
+    for (const w of found.service.weightedWaypoints) gateways.push(w.destination);
+  } else if (found.workload.waypoint !== undefined) {
+    gateways.push(found.workload.waypoint);
+  }
+  return gateways.some((gw) => {
+    const d = gw.destination;
+    let svc: Service | undefined;
+    let wl: Workload | undefined;
+    if (d.kind === 'address') {
+      const a = snapshot.findAddress(d.network, d.address);
+      if (a?.kind === 'service') svc = a.service;
+      else wl = a?.workload;
+    } else {
+      svc = snapshot.service(`${d.namespace}/${d.hostname}`);
+      if (svc === undefined) {
+        for (const w of snapshot.workloads()) {
+          if (w.hostname === d.hostname && w.namespace === d.namespace) {
+            wl = w;
+            break;
+          }
+        }
+      }
+    }
+    if (svc !== undefined) {
+      const key = serviceKey(svc);
+      return local.services.some((r) => r.key === key);
+    }
+    return wl !== undefined && wl.addresses.includes(localIp);
+  });
+}
+
+function formatAddr(a: SocketAddr): string {
+  return a.ip.includes(':') ? `[${a.ip}]:${a.port}` : `${a.ip}:${a.port}`;
+}
+
+function formatAuthorityOf(a: Authority): string {
+  return a.kind === 'ip' ? formatAddr(a) : `${a.hostname}:${a.port}`;
+}
+
+function badAuthority(message: string): InboundReject {
+  return reject('BAD_AUTHORITY', message);
+}
+
+function reject(code: ProxyErrorCode, message: string): InboundReject {
+  return { kind: 'reject', code, message };
+}

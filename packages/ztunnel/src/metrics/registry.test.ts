@@ -1,0 +1,121 @@
+import { describe, expect, it } from 'vitest';
+import { MetricsRegistry, negotiateExposition, OPENMETRICS_CONTENT_TYPE, PROMETHEUS_CONTENT_TYPE } from './registry.js';
+
+describe('MetricsRegistry exposition', () => {
+  it('omits labelled families until first use and keeps unlabelled ones from the start', async () => {
+    const r = new MetricsRegistry();
+    const vec = r.counterVec({ name: 'hits', help: 'Hits.', labelNames: ['path'] });
+    r.counter({ name: 'starts', help: 'Starts.' });
+    expect(await r.encode('prometheus')).toBe('# HELP starts_total Starts.\n# TYPE starts_total counter\nstarts_total 0\n');
+    vec.inc({ path: '/a' });
+    expect(await r.encode('prometheus')).toContain('hits_total{path="/a"} 1');
+  });
+
+  it('writes Prometheus 0.0.4 text: counters named with _total in HELP/TYPE', async () => {
+    const r = new MetricsRegistry();
+    const istio = r.sub('istio');
+    istio.counterVec({ name: 'xds_message_bytes', help: 'Bytes (unstable).', unit: 'bytes', labelNames: ['url'] }).inc({ url: 'u' }, 42);
+    istio.gauge({ name: 'level', help: 'Level.' }).set(3);
+    expect(await r.encode('prometheus')).toBe(
+      [
+        '# HELP istio_xds_message_bytes_total Bytes (unstable).',
+        '# TYPE istio_xds_message_bytes_total counter',
+        'istio_xds_message_bytes_total{url="u"} 42',
+        '# HELP istio_level Level.',
+        '# TYPE istio_level gauge',
+        'istio_level 3',
+        '',
+      ].join('\n'),
+    );
+  });
+
+  it('writes OpenMetrics: family names without _total, UNIT lines and # EOF', async () => {
+    const r = new MetricsRegistry();
+    r.sub('istio').counterVec({ name: 'xds_message_bytes', help: 'Bytes (unstable).', unit: 'bytes', labelNames: ['url'] }).inc({ url: 'u' }, 42);
+    expect(await r.encode('openmetrics')).toBe(
+      [
+        '# HELP istio_xds_message_bytes Bytes (unstable).',
+        '# TYPE istio_xds_message_bytes counter',
+        '# UNIT istio_xds_message_bytes bytes',
+        'istio_xds_message_bytes_total{url="u"} 42',
+        '# EOF',
+        '',
+      ].join('\n'),
+    );
+  });
+
+  it('writes labels in declared order whatever the caller order, with empty values as "unknown"', async () => {
+    const r = new MetricsRegistry();
+    const vec = r.counterVec({ name: 'c', help: 'C.', labelNames: ['b', 'a', 'c'] });
+    vec.inc({ c: 'z', a: '', b: 'y' });
+    vec.inc({ a: 'unknown', b: 'y', c: 'z' }, 2);
+    expect(await r.encode('prometheus')).toContain('c_total{b="y",a="unknown",c="z"} 3');
+  });
+
+  it('escapes label values and HELP text', async () => {
+    const r = new MetricsRegistry();
+    r.gaugeVec({ name: 'g', help: 'back\\slash\nnewline', labelNames: ['v'] }).set({ v: 'a"b\\c\nd' }, 1);
+    const text = await r.encode('prometheus');
+    expect(text).toContain('# HELP g back\\\\slash\\nnewline');
+    expect(text).toContain('g{v="a\\"b\\\\c\\nd"} 1');
+  });
+
+  it('writes histograms with series labels before le, then _sum and _count', async () => {
+    const r = new MetricsRegistry();
+    r.histogramVec({ name: 'd_seconds', help: 'D.', unit: 'seconds', labelNames: ['p'], buckets: [0.5, 1] }).observe({ p: 'udp' }, 0.7);
+    expect(await r.encode('prometheus')).toBe(
+      [
+        '# HELP d_seconds D.',
+        '# TYPE d_seconds histogram',
+        'd_seconds_bucket{p="udp",le="0.5"} 0',
+        'd_seconds_bucket{p="udp",le="1"} 1',
+        'd_seconds_bucket{p="udp",le="+Inf"} 1',
+        'd_seconds_sum{p="udp"} 0.7',
+        'd_seconds_count{p="udp"} 1',
+        '',
+      ].join('\n'),
+    );
+  });
+
+  it('computes collector families at scrape time and omits them when there is no value', async () => {
+    const r = new MetricsRegistry();
+    let v: number | undefined = 7;
+    r.collector({ name: 'process_open_fds', type: 'gauge', help: 'Number of open file descriptors.', collect: () => v });
+    expect(await r.encode('prometheus')).toContain('process_open_fds 7');
+    v = undefined;
+    expect(await r.encode('prometheus')).toBe('');
+    expect(await r.encode('openmetrics')).toBe('# EOF\n');
+  });
+
+  it('runs beforeCollect hooks before reading values', async () => {
+    const r = new MetricsRegistry();
+    const g = r.gauge({ name: 'g', help: 'G.' });
+    let n = 0;
+    r.beforeCollect(() => g.set(++n));
+    expect(await r.encode('prometheus')).toContain('g 1');
+    expect(await r.encode('prometheus')).toContain('g 2');
+  });
+
+  it('refuses duplicate names, _total counter names and unit/name mismatches', () => {
+    const r = new MetricsRegistry();
+    r.counter({ name: 'a', help: 'A.' });
+    expect(() => r.gauge({ name: 'a', help: 'A.' })).toThrow(/already registered/);
+    expect(() => r.counter({ name: 'b_total', help: 'B.' })).toThrow(/_total/);
+    expect(() => r.counter({ name: 'c', help: 'C.', unit: 'bytes' })).toThrow(/_bytes/);
+  });
+});
+
+describe('negotiateExposition', () => {
+  it.each<[string | undefined, string]>([
+    [undefined, PROMETHEUS_CONTENT_TYPE],
+    ['application/json', PROMETHEUS_CONTENT_TYPE],
+    ['application/openmetrics-text; other stuff', OPENMETRICS_CONTENT_TYPE],
+    [
+      'application/vnd.google.protobuf;proto=io.prometheus.client.MetricFamily;encoding=delimited;q=0.6,application/openmetrics-text;version=1.0.0;escaping=allow-utf-8;q=0.5,text/plain;version=0.0.4;q=0.2,*/*;q=0.1',
+      OPENMETRICS_CONTENT_TYPE,
+    ],
+    ['text/plain;version=0.0.4;q=0.2,*/*;q=0.1', PROMETHEUS_CONTENT_TYPE],
+  ])('%s', (accept, contentType) => {
+    expect(negotiateExposition(accept).contentType).toBe(contentType);
+  });
+});

@@ -1,0 +1,390 @@
+/**
+ * ztunnel's traffic metrics (src/proxy/metrics.rs): the `istio_tcp_*` families
+ * with the exact label set and order the Istio dashboards and Kiali read, the
+ * pure function that fills those labels from what a proxy knows about a
+ * connection, and a per-connection recorder.
+ *
+ * Facts kept from ztunnel:
+ * - `opened`, `received_bytes` and `sent_bytes` are recorded under the labels
+ *   the connection opened with (response_flags="-"); `closed` (and `failed`
+ *   for a failure flag) under the final response flag.
+ * - received = bytes read from the downstream (request direction), sent =
+ *   bytes written to the downstream (response direction), for both reporters.
+ * - source_principal comes only from a real mTLS identity (the derived
+ *   source); destination_principal is the destination workload's identity.
+ * - The locality labels are present only when some source or destination
+ *   information was attached (in practice: always).
+ *
+ * Bytes are counted per connection in plain numbers and folded into the
+ * counters at scrape time and at close, so the copy loop never hashes a
+ * 27-label set per chunk.
+ */
+import { identityToString, type Identity, type Workload } from '@ambient/control';
+import { FAILED_FLAGS, type ResponseFlag } from '../errors.js';
+import type { CounterVec, GaugeVec, Labels, MetricsRegistry } from './registry.js';
+
+export type Reporter = 'source' | 'destination';
+export type SecurityPolicy = 'mutual_tls' | 'unknown';
+
+/** The label names of the `istio_tcp_*` families, in exposition order. */
+export const TRAFFIC_LABEL_NAMES = [
+  'reporter',
+  'source_workload',
+  'source_canonical_service',
+  'source_canonical_revision',
+  'source_workload_namespace',
+  'source_principal',
+  'source_app',
+  'source_version',
+  'source_cluster',
+  'destination_service',
+  'destination_service_namespace',
+  'destination_service_name',
+  'destination_workload',
+  'destination_canonical_service',
+  'destination_canonical_revision',
+  'destination_workload_namespace',
+  'destination_principal',
+  'destination_app',
+  'destination_version',
+  'destination_cluster',
+  'request_protocol',
+  'response_flags',
+  'connection_security_policy',
+  'source_region',
+  'source_zone',
+  'destination_region',
+  'destination_zone',
+] as const;
+
+export type TrafficLabelName = (typeof TRAFFIC_LABEL_NAMES)[number];
+type LocalityLabelName = 'source_region' | 'source_zone' | 'destination_region' | 'destination_zone';
+
+/**
+ * Label values for one connection, keys in exposition order, never empty
+ * ("unknown" instead). The locality labels are absent when nothing about
+ * either peer was known.
+ */
+export type TrafficLabels = Readonly<Record<Exclude<TrafficLabelName, LocalityLabelName>, string>> &
+  Partial<Readonly<Record<LocalityLabelName, string>>>;
+
+/** What the metrics need of a WDS workload. */
+export type WorkloadLabelSource = Pick<
+  Workload,
+  'name' | 'namespace' | 'workloadName' | 'canonicalName' | 'canonicalRevision' | 'identity' | 'clusterId' | 'locality'
+>;
+
+/**
+ * A peer known only from the connection itself: the mTLS identity, plus what
+ * the peer's `baggage` said (ztunnel `DerivedWorkload`).
+ */
+export interface DerivedWorkload {
+  readonly workloadName?: string;
+  /** baggage `service.name` */
+  readonly app?: string;
+  /** baggage `service.version` */
+  readonly revision?: string;
+  readonly namespace?: string;
+  readonly identity?: Identity;
+  readonly clusterId?: string;
+  readonly region?: string;
+  readonly zone?: string;
+}
+
+export interface ServiceDescription {
+  readonly hostname: string;
+  readonly name: string;
+  readonly namespace: string;
+}
+
+/** Everything a proxy knows about a connection when it is established (ztunnel `ConnectionOpen`). */
+export interface TrafficContext {
+  readonly reporter: Reporter;
+  /** The source workload from WDS (outbound: the local workload; inbound: looked up by source IP). */
+  readonly source?: WorkloadLabelSource | undefined;
+  /** Source facts from the connection: mTLS peer identity (and baggage on gateway traffic). */
+  readonly derivedSource?: DerivedWorkload | undefined;
+  /** The next hop's workload (a waypoint when going through one). */
+  readonly destination?: WorkloadLabelSource | undefined;
+  /** Destination facts from the connection (double HBONE: response baggage + peer identity). */
+  readonly derivedDestination?: DerivedWorkload | undefined;
+  /** The intended service (through a waypoint: the service, not the waypoint). */
+  readonly destinationService?: ServiceDescription | undefined;
+  readonly securityPolicy: SecurityPolicy;
+}
+
+const UNKNOWN = 'unknown';
+const u = (v: string | undefined): string => (v === undefined || v === '' ? UNKNOWN : v);
+
+/**
+ * The `istio_tcp_*` label values for a connection, with response_flags "-".
+ * Pure; follows ztunnel's order of precedence (derived source first, then the
+ * WDS source overrides everything but the principal).
+ */
+export function trafficLabels(ctx: TrafficContext, responseFlag: ResponseFlag = '-'): TrafficLabels {
+  const l: Record<string, string> = {};
+  for (const name of TRAFFIC_LABEL_NAMES) l[name] = UNKNOWN;
+  let locality = false;
+
+  l['reporter'] = ctx.reporter;
+
+  const ds = ctx.derivedSource;
+  if (ds) {
+    l['source_workload'] = u(ds.workloadName);
+    l['source_canonical_service'] = u(ds.app);
+    l['source_canonical_revision'] = u(ds.revision);
+    l['source_workload_namespace'] = u(ds.namespace);
+    l['source_app'] = u(ds.workloadName);
+    l['source_version'] = u(ds.revision);
+    l['source_cluster'] = u(ds.clusterId);
+    l['source_principal'] = ds.identity ? identityToString(ds.identity) : UNKNOWN;
+    l['source_region'] = u(ds.region);
+    l['source_zone'] = u(ds.zone);
+    locality = true;
+  }
+  const s = ctx.source;
+  if (s) {
+    l['source_workload'] = u(s.workloadName);
+    l['source_canonical_service'] = u(s.canonicalName);
+    l['source_canonical_revision'] = u(s.canonicalRevision);
+    l['source_workload_namespace'] = u(s.namespace);
+    // source_principal deliberately not set: only a real mTLS identity counts.
+    l['source_app'] = u(s.canonicalName);
+    l['source_version'] = u(s.canonicalRevision);
+    l['source_cluster'] = u(s.clusterId);
+    l['source_region'] = u(s.locality?.region);
+    l['source_zone'] = u(s.locality?.zone);
+    locality = true;
+  }
+  const d = ctx.destination;
+  if (d) {
+    l['destination_workload'] = u(d.workloadName);
+    l['destination_canonical_service'] = u(d.canonicalName);
+    l['destination_canonical_revision'] = u(d.canonicalRevision);
+    l['destination_workload_namespace'] = u(d.namespace);
+    l['destination_principal'] = identityToString(d.identity);
+    l['destination_app'] = u(d.canonicalName);
+    l['destination_version'] = u(d.canonicalRevision);
+    l['destination_cluster'] = u(d.clusterId);
+    l['destination_region'] = u(d.locality?.region);
+    l['destination_zone'] = u(d.locality?.zone);
+    locality = true;
+  }
+  const svc = ctx.destinationService;
+  if (svc) {
+    l['destination_service'] = u(svc.hostname);
+    l['destination_service_name'] = u(svc.name);
+    l['destination_service_namespace'] = u(svc.namespace);
+  }
+  const dd = ctx.derivedDestination;
+  if (dd) {
+    l['destination_workload'] = u(dd.workloadName);
+    l['destination_canonical_service'] = u(dd.app);
+    l['destination_canonical_revision'] = u(dd.revision);
+    l['destination_workload_namespace'] = u(dd.namespace);
+    l['destination_app'] = u(dd.workloadName);
+    l['destination_version'] = u(dd.revision);
+    l['destination_cluster'] = u(dd.clusterId);
+    l['destination_principal'] = dd.identity ? identityToString(dd.identity) : UNKNOWN;
+    l['destination_region'] = u(dd.region);
+    l['destination_zone'] = u(dd.zone);
+    locality = true;
+  }
+
+  l['request_protocol'] = 'tcp';
+  l['response_flags'] = responseFlag;
+  l['connection_security_policy'] = ctx.securityPolicy;
+
+  if (!locality) {
+    delete l['source_region'];
+    delete l['source_zone'];
+    delete l['destination_region'];
+    delete l['destination_zone'];
+  }
+  return l as TrafficLabels;
+}
+
+/** Bytes and end of one proxied connection; recorded exactly once. */
+export interface ConnectionRecorder {
+  /** The labels the connection opened with (response_flags "-"). */
+  readonly labels: TrafficLabels;
+  /** Bytes read from the downstream and sent upstream (istio_tcp_received_bytes_total). */
+  addReceived(n: number): void;
+  /** Bytes read from the upstream and written to the downstream (istio_tcp_sent_bytes_total). */
+  addSent(n: number): void;
+  readonly receivedBytes: number;
+  readonly sentBytes: number;
+  readonly closed: boolean;
+  /**
+   * Counts the close (and a failure for a failure flag) and folds the last
+   * bytes in. Returns false if the connection was already recorded.
+   */
+  close(flag: ResponseFlag): boolean;
+}
+
+/** On-demand DNS lookups for WDS workloads with a hostname (ztunnel `OnDemandDnsLabels`). */
+export const ON_DEMAND_DNS_LABEL_NAMES = [
+  'source_workload',
+  'source_canonical_service',
+  'source_canonical_revision',
+  'source_workload_namespace',
+  'source_principal',
+  'source_app',
+  'source_version',
+  'source_cluster',
+  'hostname',
+] as const;
+
+/**
+ * The `istio_tcp_*` families, `istio_tcp_sockets_open` and
+ * `istio_on_demand_dns_total`, registered on the `istio_` sub-registry.
+ *
+ * Invariants:
+ * - Every live recorder is in `#live` until it is closed; bytes not yet
+ *   folded into the counters are `received - foldedReceived` (same for sent).
+ * - A recorder folds its bytes under its opening labels only.
+ */
+export class TrafficMetrics {
+  readonly #opened: CounterVec<TrafficLabelName>;
+  readonly #closed: CounterVec<TrafficLabelName>;
+  readonly #failed: CounterVec<TrafficLabelName>;
+  readonly #received: CounterVec<TrafficLabelName>;
+  readonly #sent: CounterVec<TrafficLabelName>;
+  readonly #sockets: GaugeVec<'reporter'>;
+  readonly #onDemandDns: CounterVec<(typeof ON_DEMAND_DNS_LABEL_NAMES)[number]>;
+  readonly #live = new Set<Recorder>();
+
+  /** `istio` is the `istio_` sub-registry. */
+  constructor(istio: MetricsRegistry) {
+    const labelNames = TRAFFIC_LABEL_NAMES;
+    this.#opened = istio.counterVec({ name: 'tcp_connections_opened', help: 'The total number of TCP connections opened.', labelNames });
+    this.#closed = istio.counterVec({ name: 'tcp_connections_closed', help: 'The total number of TCP connections closed.', labelNames });
+    this.#received = istio.counterVec({
+      name: 'tcp_received_bytes',
+      help: 'The size of total bytes received during request in case of a TCP connection.',
+      labelNames,
+    });
+    this.#sent = istio.counterVec({
+      name: 'tcp_sent_bytes',
+      help: 'The size of total bytes sent during response in case of a TCP connection.',
+      labelNames,
+    });
+    this.#failed = istio.counterVec({
+      name: 'tcp_connections_failed',
+      help: 'The total number of TCP connections that failed to establish (unstable).',
+      labelNames,
+    });
+    this.#sockets = istio.gaugeVec({ name: 'tcp_sockets_open', help: 'The current number of open TCP sockets (unstable).', labelNames: ['reporter'] });
+    this.#onDemandDns = istio.counterVec({
+      name: 'on_demand_dns',
+      help: 'The total number of requests that used on-demand DNS (unstable).',
+      labelNames: ON_DEMAND_DNS_LABEL_NAMES,
+    });
+    // Scrapes see live byte counts, as ztunnel's per-chunk increments would show.
+    istio.beforeCollect(() => {
+      for (const r of this.#live) r.flush();
+    });
+  }
+
+  /** Counts an established connection and returns its recorder. */
+  open(ctx: TrafficContext): ConnectionRecorder {
+    const r = new Recorder(this, trafficLabels(ctx));
+    this.#opened.inc(asLabels(r.labels));
+    this.#live.add(r);
+    return r;
+  }
+
+  /** Counts an accepted or dialled socket; call the result when it closes (exactly once is enforced). */
+  socketOpened(reporter: Reporter): () => void {
+    this.#sockets.inc({ reporter });
+    let open = true;
+    return () => {
+      if (!open) return;
+      open = false;
+      this.#sockets.dec({ reporter });
+    };
+  }
+
+  /** An on-demand DNS lookup of `hostname` on behalf of `source`. */
+  onDemandDns(source: WorkloadLabelSource, hostname: string): void {
+    this.#onDemandDns.inc({
+      source_workload: source.workloadName,
+      source_canonical_service: source.canonicalName,
+      source_canonical_revision: source.canonicalRevision,
+      source_workload_namespace: source.namespace,
+      source_principal: identityToString(source.identity),
+      source_app: source.canonicalName,
+      source_version: source.canonicalRevision,
+      source_cluster: source.clusterId,
+      hostname,
+    });
+  }
+
+  /** @internal called by a recorder */
+  fold(r: Recorder, received: number, sent: number): void {
+    if (received > 0) this.#received.inc(asLabels(r.labels), received);
+    if (sent > 0) this.#sent.inc(asLabels(r.labels), sent);
+  }
+
+  /** @internal called by a recorder */
+  finish(r: Recorder, flag: ResponseFlag): void {
+    this.#live.delete(r);
+    const labels = asLabels(flag === '-' ? r.labels : { ...r.labels, response_flags: flag });
+    this.#closed.inc(labels);
+    if (FAILED_FLAGS.has(flag)) this.#failed.inc(labels);
+  }
+}
+
+/** The locality labels may be absent; the registry writes only the labels present. */
+function asLabels(l: TrafficLabels): Labels<TrafficLabelName> {
+  return l as Labels<TrafficLabelName>;
+}
+
+class Recorder implements ConnectionRecorder {
+  #received = 0;
+  #sent = 0;
+  #foldedReceived = 0;
+  #foldedSent = 0;
+  #closed = false;
+
+  constructor(
+    private readonly metrics: TrafficMetrics,
+    readonly labels: TrafficLabels,
+  ) {}
+
+  get receivedBytes(): number {
+    return this.#received;
+  }
+
+  get sentBytes(): number {
+    return this.#sent;
+  }
+
+  get closed(): boolean {
+    return this.#closed;
+  }
+
+  addReceived(n: number): void {
+    if (n > 0) this.#received += n;
+  }
+
+  addSent(n: number): void {
+    if (n > 0) this.#sent += n;
+  }
+
+  flush(): void {
+    const r = this.#received - this.#foldedReceived;
+    const s = this.#sent - this.#foldedSent;
+    this.#foldedReceived = this.#received;
+    this.#foldedSent = this.#sent;
+    this.metrics.fold(this, r, s);
+  }
+
+  close(flag: ResponseFlag): boolean {
+    if (this.#closed) return false;
+    this.#closed = true;
+    this.flush();
+    this.metrics.finish(this, flag);
+    return true;
+  }
+}

@@ -1,0 +1,271 @@
+/**
+ * The SOCKS5 listener (127.0.0.1:15080 with UNSTABLE_ENABLE_SOCKS5=true):
+ * accepts, negotiates (no-auth, CONNECT) within a bounded time and size,
+ * resolves a domain destination through an injected resolver, then hands
+ * `{socket, origDst, peer}` to the outbound handler. It is the
+ * original-destination source for traffic that was not captured (tests, the
+ * quick start), as in ztunnel.
+ *
+ * Unlike ztunnel (which answers success before connecting), the handler
+ * decides the reply: it calls `reply(SUCCEEDED)` once the upstream is
+ * connected and only then relays, or `reply(<failure>)`, which answers and
+ * closes. Bytes the client sent early (after its request, before our reply)
+ * stay in the socket's read buffer for the handler. Sockets allow half-open
+ * connections: propagating a client's FIN is the relay's job.
+ *
+ * Invariants:
+ * - A socket is in `handshaking` from accept until it is handed over or
+ *   closed; each has exactly one handshake timer, cancelled on either (and
+ *   by `close()`, synchronously).
+ * - The handler sees a socket only after a complete, valid request; at most
+ *   one reply is ever written per connection.
+ * - No error event on an accepted socket is ever unhandled.
+ */
+import { createServer, type Server, type Socket } from 'node:net';
+import type { AddressInfo } from 'node:net';
+import { canonicalIp, type Clock, type Logger, type Timer } from '@ambient/control';
+import type { ListenAddress } from '../config.js';
+import type { RefusalRecorder } from '../metrics/components.js';
+import {
+  encodeMethodSelection,
+  encodeReply,
+  METHOD_NO_AUTH,
+  METHOD_NONE_ACCEPTABLE,
+  parseGreeting,
+  parseRequest,
+  ReplyCode,
+  unmapIpv4,
+  type SocksRequest,
+} from './codec.js';
+
+export interface SocketAddress {
+  readonly ip: string;
+  readonly port: number;
+}
+
+/** A negotiated SOCKS5 connection, waiting for the handler's reply. */
+export interface Socks5Connection {
+  /** Paused; early client bytes (if any) are still unread. */
+  readonly socket: Socket;
+  /** The destination the client asked for (a domain already resolved). */
+  readonly origDst: SocketAddress;
+  /** The client's address. */
+  readonly peer: SocketAddress;
+  /** The hostname the client asked for, when it sent a domain. */
+  readonly hostname: string | undefined;
+  /**
+   * Answers the client. SUCCEEDED: the socket is then the handler's to relay.
+   * Any other code: the reply is written and the connection closed. Only the
+   * first call has an effect.
+   */
+  reply(code: ReplyCode, bound?: SocketAddress): void;
+}
+
+export type Socks5Handler = (conn: Socks5Connection) => void | Promise<void>;
+
+/** Resolves a hostname for a client; undefined when it has no address. */
+export type Socks5Resolver = (hostname: string, peer: SocketAddress) => Promise<string | undefined>;
+
+export interface Socks5ListenerOptions {
+  readonly clock: Pick<Clock, 'setTimer'>;
+  readonly log: Logger;
+  readonly handler: Socks5Handler;
+  readonly resolve: Socks5Resolver;
+  /** Greeting + request (+ resolution) must finish within this (default 10 s). */
+  readonly handshakeTimeoutMs?: number;
+  /** ztunnel_connections_refused_total{listener="socks5"}. */
+  readonly refusals?: RefusalRecorder;
+  /** Called per accepted socket (istio_tcp_sockets_open{reporter="source"}); the result is called once when it closes. */
+  readonly trackSocket?: () => () => void;
+}
+
+export interface Socks5Listener {
+  readonly address: SocketAddress;
+  /** Stops accepting and drops connections still negotiating; handed-over sockets are the handler's. */
+  close(): Promise<void>;
+}
+
+const DEFAULT_HANDSHAKE_TIMEOUT_MS = 10_000;
+
+export async function startSocks5Listener(addr: ListenAddress, o: Socks5ListenerOptions): Promise<Socks5Listener> {
+  const log = o.log.child({ component: 'socks5' });
+  /** Sockets still negotiating, with how to abort each. */
+  const handshaking = new Map<Socket, () => void>();
+  let closing = false;
+  // Half-close is the relay's business: a client FIN must not end our side.
+  const server: Server = createServer({ allowHalfOpen: true }, (socket) => {
+    if (closing) {
+      socket.destroy();
+      return;
+    }
+    negotiate(socket, o, log, handshaking);
+  });
+  server.on('error', (err) => log.error({ err }, 'SOCKS5 listener error'));
+
+  const host = addr.host === 'localhost' ? '127.0.0.1' : addr.host;
+  await new Promise<void>((resolve, reject) => {
+    const onError = (err: NodeJS.ErrnoException) => {
+      server.off('listening', onListening);
+      const hint = err.code === 'EADDRINUSE' ? '; another process is using the port: stop it or move the listener with ZTUNNEL_SOCKS5_ADDR' : '';
+      reject(new Error(`socks5 listener: cannot listen on ${formatAddress(host, addr.port)}: ${err.message}${hint}`, { cause: err }));
+    };
+    const onListening = () => {
+      server.off('error', onError);
+      resolve();
+    };
+    server.once('error', onError);
+    server.once('listening', onListening);
+    server.listen({ host, port: addr.port });
+  });
+  const bound = server.address() as AddressInfo;
+  log.info({ address: formatAddress(bound.address, bound.port) }, 'listener established');
+
+  let closed: Promise<void> | undefined;
+  return {
+    address: { ip: bound.address, port: bound.port },
+    close() {
+      closed ??= new Promise<void>((resolve) => {
+        closing = true;
+        server.close();
+        for (const abort of [...handshaking.values()]) abort();
+        resolve();
+      });
+      return closed;
+    },
+  };
+}
+
+function negotiate(socket: Socket, o: Socks5ListenerOptions, log: Logger, handshaking: Map<Socket, () => void>): void {
+  const untrack = o.trackSocket?.();
+  socket.once('close', () => untrack?.());
+  // Errors after the handover are the handler's to act on; this only keeps them from crashing the process.
+  socket.on('error', (err) => log.debug({ err: err.message }, 'SOCKS5 socket error'));
+
+  const peerIp = socket.remoteAddress === undefined ? undefined : canonicalIp(socket.remoteAddress);
+  const peerPort = socket.remotePort;
+  if (peerIp === undefined || peerPort === undefined) {
+    socket.destroy();
+    return;
+  }
+  const peer: SocketAddress = { ip: unmapIpv4(peerIp), port: peerPort };
+  const plog = log.child({ peer: formatAddress(peer.ip, peer.port) });
+
+  let phase: 'greeting' | 'request' | 'resolving' | 'done' = 'greeting';
+  let buffered: Buffer = Buffer.alloc(0);
+  const timeoutMs = o.handshakeTimeoutMs ?? DEFAULT_HANDSHAKE_TIMEOUT_MS;
+  const timer: Timer = o.clock.setTimer(timeoutMs, () => {
+    if (phase === 'done') return;
+    plog.warn({ phase, timeoutMs }, `SOCKS5 handshake not completed within ${timeoutMs}ms (${phase}); closing`);
+    o.refusals?.refused('socks5_handshake_timeout', 'socks5');
+    if (phase === 'resolving') refuse(ReplyCode.HOST_UNREACHABLE);
+    else finish(() => socket.destroy());
+  });
+  const finish = (then: () => void) => {
+    phase = 'done';
+    timer.cancel();
+    handshaking.delete(socket);
+    socket.off('data', onData);
+    socket.off('end', onEnd);
+    then();
+  };
+  socket.once('close', () => {
+    if (phase !== 'done') finish(() => undefined);
+  });
+  const onEnd = () => {
+    if (phase === 'done') return;
+    plog.debug({ phase }, 'SOCKS5 client closed during the handshake');
+    finish(() => socket.destroy());
+  };
+  socket.once('end', onEnd);
+  handshaking.set(socket, () => finish(() => socket.destroy()));
+  const refuse = (code: ReplyCode) => finish(() => socket.end(encodeReply(code), () => socket.destroy()));
+  const protocolError = (reason: string) => {
+    plog.warn({ phase, reason }, `SOCKS5 ${phase} refused: ${reason}`);
+    o.refusals?.refused('socks5_protocol_error', 'socks5');
+  };
+
+  const onData = (chunk: Buffer) => {
+    buffered = buffered.length === 0 ? chunk : Buffer.concat([buffered, chunk]);
+    if (phase === 'greeting') {
+      const g = parseGreeting(buffered);
+      if (g.status === 'incomplete') return;
+      if (g.status === 'error') {
+        protocolError(g.reason);
+        if (g.answer === 'no-acceptable-method') finish(() => socket.end(encodeMethodSelection(METHOD_NONE_ACCEPTABLE), () => socket.destroy()));
+        else finish(() => socket.destroy());
+        return;
+      }
+      socket.write(encodeMethodSelection(METHOD_NO_AUTH));
+      buffered = buffered.subarray(g.length);
+      phase = 'request';
+    }
+    if (phase === 'request') {
+      const r = parseRequest(buffered);
+      if (r.status === 'incomplete') return;
+      if (r.status === 'error') {
+        protocolError(r.reason);
+        refuse(typeof r.answer === 'number' ? r.answer : ReplyCode.GENERAL_FAILURE);
+        return;
+      }
+      socket.pause();
+      socket.off('data', onData);
+      const early = buffered.subarray(r.length);
+      buffered = Buffer.alloc(0);
+      if (early.length > 0) socket.unshift(early);
+      void route(r.value);
+    }
+  };
+  socket.on('data', onData);
+
+  const route = async (req: SocksRequest) => {
+    let ip: string;
+    let hostname: string | undefined;
+    if (req.address.kind === 'domain') {
+      hostname = req.address.name;
+      phase = 'resolving';
+      let resolved: string | undefined;
+      try {
+        resolved = await o.resolve(hostname, peer);
+      } catch (err) {
+        plog.warn({ hostname, err: err instanceof Error ? err.message : String(err) }, `SOCKS5: resolving ${hostname} failed`);
+      }
+      if (phase !== 'resolving') return; // timed out or closed meanwhile
+      const canonical = resolved === undefined ? undefined : canonicalIp(resolved);
+      if (canonical === undefined) {
+        plog.warn({ hostname }, `SOCKS5: ${hostname} has no address; answering host unreachable`);
+        refuse(ReplyCode.HOST_UNREACHABLE);
+        return;
+      }
+      ip = unmapIpv4(canonical);
+    } else {
+      ip = req.address.ip;
+    }
+    const origDst: SocketAddress = { ip, port: req.port };
+    let replied = false;
+    const conn: Socks5Connection = {
+      socket,
+      origDst,
+      peer,
+      hostname,
+      reply(code, bound) {
+        if (replied || socket.destroyed) return;
+        replied = true;
+        if (code === ReplyCode.SUCCEEDED) socket.write(encodeReply(code, bound));
+        else socket.end(encodeReply(code, bound), () => socket.destroy());
+      },
+    };
+    finish(() => undefined);
+    plog.debug({ dst: formatAddress(ip, req.port), hostname }, 'SOCKS5 request accepted');
+    try {
+      await o.handler(conn);
+    } catch (err) {
+      plog.error({ err, dst: formatAddress(ip, req.port) }, 'SOCKS5 handler failed');
+      if (!replied) conn.reply(ReplyCode.GENERAL_FAILURE);
+      else socket.destroy();
+    }
+  };
+}
+
+function formatAddress(ip: string, port: number): string {
+  return ip.includes(':') ? `[${ip}]:${port}` : `${ip}:${port}`;
+}

@@ -1,0 +1,431 @@
+/**
+ * The HBONE client against a real TLS 1.3 + HTTP/2 server on 127.0.0.1: what
+ * goes on the wire (TLS parameters, no SNI, client certificate, CONNECT
+ * headers, HTTP/2 settings), every dial failure and its code, GOAWAY, PING
+ * keepalive, double HBONE, and a large transfer through the copy.
+ */
+import { createHash, randomBytes } from 'node:crypto';
+import { Socket } from 'node:net';
+import { createServer as createTlsServer, type Server as TlsServer } from 'node:tls';
+import type { AddressInfo } from 'node:net';
+import { afterEach, beforeAll, describe, expect, it } from 'vitest';
+import type { LocalCertificateAuthority, WorkloadCertificate } from '@ambient/control';
+import { ManualClock } from '@ambient/control/testing';
+import { ProxyError } from '../src/errors.js';
+import { dialHbone, expectedIdentityVerifier, HboneStatusError, openInnerHbone, type DialHboneOptions, type HboneConnection } from '../src/hbone/client.js';
+import { proxyBidirectional } from '../src/io/copy.js';
+import { issueCertificate, newTestCa, startMiniHboneServer, type MiniHboneServer } from './support/mini-hbone-server.js';
+import { connectTcp, eventually, startFreezableRelay, startTcpServer } from './support/net-fixtures.js';
+
+const CLIENT_ID = 'spiffe://cluster.local/ns/client-ns/sa/client';
+const SERVER_ID = 'spiffe://cluster.local/ns/server-ns/sa/server';
+const OTHER_ID = 'spiffe://cluster.local/ns/server-ns/sa/someone-else';
+
+let clock: ManualClock;
+let ca: LocalCertificateAuthority;
+let otherCa: LocalCertificateAuthority;
+let clientCert: WorkloadCertificate;
+let serverCert: WorkloadCertificate;
+
+const cleanups: Array<() => unknown> = [];
+function defer(fn: () => unknown): void {
+  cleanups.push(fn);
+}
+
+beforeAll(async () => {
+  clock = new ManualClock({ now: Date.now() });
+  ca = await newTestCa(clock);
+  otherCa = await newTestCa(clock);
+  clientCert = await issueCertificate(ca, CLIENT_ID, clock);
+  serverCert = await issueCertificate(ca, SERVER_ID, clock);
+});
+
+afterEach(async () => {
+  for (const fn of cleanups.splice(0).reverse()) await fn();
+  // Every connection is closed, so no keepalive or handshake timer may be left.
+  expect(clock.pendingTimers()).toEqual([]);
+});
+
+async function server(options: Partial<Parameters<typeof startMiniHboneServer>[0]> = {}): Promise<MiniHboneServer> {
+  const srv = await startMiniHboneServer({ certificate: serverCert, ...options });
+  defer(() => srv.close());
+  return srv;
+}
+
+async function dial(srv: { address: { ip: string; port: number } }, overrides: Partial<DialHboneOptions> = {}): Promise<HboneConnection> {
+  const conn = await dialHbone({
+    nextHop: srv.address,
+    certificate: clientCert,
+    verifyPeer: expectedIdentityVerifier([SERVER_ID]),
+    connectTimeoutMs: 10_000,
+    clock,
+    ...overrides,
+  });
+  defer(async () => {
+    conn.destroy();
+    await conn.whenClosed();
+  });
+  return conn;
+}
+
+async function readAll(stream: NodeJS.ReadableStream): Promise<Buffer> {
+  const chunks: Buffer[] = [];
+  for await (const c of stream) chunks.push(Buffer.from(c as Buffer));
+  return Buffer.concat(chunks);
+}
+
+async function rejection(p: Promise<unknown>): Promise<ProxyError> {
+  const err = await p.then(() => undefined, (e: unknown) => e);
+  expect(err).toBeInstanceOf(ProxyError);
+  return err as ProxyError;
+}
+
+describe('dialHbone: the wire', () => {
+  it('speaks TLS 1.3 with an allowed AES-GCM suite, ALPN h2, no SNI, no resumption, and presents our identity', async () => {
+    const srv = await server();
+    for (let i = 0; i < 2; i++) {
+      const conn = await dial(srv);
+      expect(conn.peerIdentity).toEqual({ trustDomain: 'cluster.local', namespace: 'server-ns', serviceAccount: 'server' });
+      conn.close();
+      await conn.whenClosed();
+    }
+    expect(srv.sessions).toHaveLength(2);
+    for (const s of srv.sessions) {
+      expect(s.protocol).toBe('TLSv1.3');
+      expect(['TLS_AES_256_GCM_SHA384', 'TLS_AES_128_GCM_SHA256']).toContain(s.cipher);
+      expect(s.servername).toBe(false);
+      expect(s.sessionReused).toBe(false);
+      expect(s.peerUri).toBe(CLIENT_ID);
+    }
+  });
+
+  it("sends ztunnel's HTTP/2 client settings and a 16 MiB connection window", async () => {
+    const srv = await server();
+    const conn = await dial(srv);
+    await conn.openStream({ authority: '10.0.0.1:80' });
+    const session = srv.sessions[0]!.session;
+    expect(session.remoteSettings).toMatchObject({
+      initialWindowSize: 4 * 1024 * 1024,
+      maxFrameSize: 1024 * 1024,
+      enablePush: false,
+      maxHeaderListSize: 16 * 1024,
+    });
+    await eventually(() => (session.state.remoteWindowSize ?? 0) >= 16 * 1024 * 1024, 'the server sees a 16 MiB connection window');
+  });
+
+  it('sends CONNECT with the authority and headers, without :scheme or :path, and tunnels bytes both ways', async () => {
+    const srv = await server();
+    const conn = await dial(srv);
+    const { stream, responseHeaders } = await conn.openStream({
+      authority: '10.1.2.3:8080',
+      headers: { forwarded: 'for="10.0.0.9:5555"', traceparent: '00-0123456789abcdef0123456789abcdef-0123456789abcdef-00' },
+    });
+    expect(responseHeaders[':status']).toBe(200);
+    expect(conn.activeStreams).toBe(1);
+    const headers = srv.streams[0]!.headers;
+    expect(headers[':method']).toBe('CONNECT');
+    expect(headers[':authority']).toBe('10.1.2.3:8080');
+    expect(headers[':scheme']).toBeUndefined();
+    expect(headers[':path']).toBeUndefined();
+    expect(headers.forwarded).toBe('for="10.0.0.9:5555"');
+    stream.end('ping over hbone');
+    expect((await readAll(stream)).toString()).toBe('ping over hbone');
+    await eventually(() => conn.activeStreams === 0, 'the stream is counted down after it closed');
+  });
+
+  it('refuses pseudo-headers from the caller', async () => {
+    const srv = await server();
+    const conn = await dial(srv);
+    const err = await rejection(conn.openStream({ authority: '10.0.0.1:80', headers: { ':path': '/' } }));
+    expect(err.message).toContain(':path');
+    expect(conn.activeStreams).toBe(0);
+  });
+
+  it.each([401, 503, 400])('a %d answer rejects with HBONE_STATUS carrying the status', async (status) => {
+    const srv = await server({ behaviour: () => ({ kind: 'status', status }) });
+    const conn = await dial(srv);
+    const err = await rejection(conn.openStream({ authority: '10.0.0.1:80' }));
+    expect(err).toBeInstanceOf(HboneStatusError);
+    expect(err.code).toBe('HBONE_STATUS');
+    expect((err as HboneStatusError).status).toBe(status);
+    await eventually(() => conn.activeStreams === 0, 'the refused stream is not counted');
+    expect(conn.isReady).toBe(true);
+  });
+
+  it('a stream reset before the answer rejects with UPSTREAM_CONNECT_FAILED; other streams are unaffected', async () => {
+    let n = 0;
+    const srv = await server({ behaviour: () => (n++ === 0 ? { kind: 'silent' } : { kind: 'echo' }) });
+    const conn = await dial(srv);
+    const pending = conn.openStream({ authority: '10.0.0.1:80' });
+    await srv.waitForStreams(1);
+    srv.streams[0]!.stream.close(2); // INTERNAL_ERROR
+    const err = await rejection(pending);
+    expect(err.code).toBe('UPSTREAM_CONNECT_FAILED');
+    const ok = await conn.openStream({ authority: '10.0.0.1:80' });
+    ok.stream.end('still fine');
+    expect((await readAll(ok.stream)).toString()).toBe('still fine');
+  });
+
+  it('aborting before the answer resets the stream with CANCEL', async () => {
+    const srv = await server({ behaviour: () => ({ kind: 'silent' }) });
+    const conn = await dial(srv);
+    const controller = new AbortController();
+    const pending = conn.openStream({ authority: '10.0.0.1:80', signal: controller.signal });
+    await srv.waitForStreams(1);
+    const serverStream = srv.streams[0]!.stream;
+    const closed = new Promise<void>((resolve) => serverStream.once('close', resolve));
+    controller.abort();
+    expect((await rejection(pending)).code).toBe('UPSTREAM_CONNECT_FAILED');
+    await closed;
+    expect(serverStream.rstCode).toBe(8);
+    await eventually(() => conn.activeStreams === 0, 'the cancelled stream is counted down');
+  });
+});
+
+describe('dialHbone: failures', () => {
+  it('a peer identity outside the expected set fails with PEER_IDENTITY_INVALID and sends no request', async () => {
+    const srv = await server();
+    const err = await rejection(dialHbone({ nextHop: srv.address, certificate: clientCert, verifyPeer: expectedIdentityVerifier([OTHER_ID]), connectTimeoutMs: 10_000, clock }));
+    expect(err.code).toBe('PEER_IDENTITY_INVALID');
+    expect(err.message).toContain(SERVER_ID);
+    expect(srv.streams).toHaveLength(0);
+  });
+
+  it('a server certificate from another CA fails with TLS_HANDSHAKE_FAILED', async () => {
+    const foreign = await issueCertificate(otherCa, SERVER_ID, clock);
+    const srv = await server({ certificate: foreign });
+    const err = await rejection(dial(srv));
+    expect(err.code).toBe('TLS_HANDSHAKE_FAILED');
+    expect(srv.streams).toHaveLength(0);
+  });
+
+  it('a server refusing our client certificate (after the TLS 1.3 handshake) fails the dial with TLS_HANDSHAKE_FAILED', async () => {
+    const foreignClient = await issueCertificate(otherCa, CLIENT_ID, clock);
+    const srv = await server();
+    // Our chain is from a CA the server does not trust; we still trust the server.
+    const err = await rejection(dial(srv, { certificate: { ...foreignClient, rootsPem: clientCert.rootsPem } }));
+    expect(err.code).toBe('TLS_HANDSHAKE_FAILED');
+  });
+
+  it('a server that does not negotiate ALPN h2 is refused', async () => {
+    const tlsServer: TlsServer = createTlsServer({
+      key: serverCert.privateKeyPem,
+      cert: serverCert.chainPem.join(''),
+      ca: [...serverCert.rootsPem],
+      requestCert: true,
+      minVersion: 'TLSv1.3',
+    });
+    tlsServer.on('tlsClientError', () => {});
+    tlsServer.on('secureConnection', (s) => s.on('error', () => {}));
+    await new Promise<void>((resolve) => tlsServer.listen(0, '127.0.0.1', resolve));
+    defer(() => new Promise((resolve) => tlsServer.close(resolve)));
+    const err = await rejection(dial({ address: { ip: '127.0.0.1', port: (tlsServer.address() as AddressInfo).port } }));
+    expect(err.code).toBe('TLS_HANDSHAKE_FAILED');
+    expect(err.message).toContain('ALPN');
+  });
+
+  it('a refused TCP connection fails with UPSTREAM_CONNECT_FAILED', async () => {
+    const tcp = await startTcpServer();
+    const port = tcp.port;
+    await tcp.close();
+    const err = await rejection(dial({ address: { ip: '127.0.0.1', port } }));
+    expect(err.code).toBe('UPSTREAM_CONNECT_FAILED');
+    expect(err.message).toContain('ECONNREFUSED');
+  });
+
+  it('a TCP connect that never completes times out after connectTimeoutMs with the NetworkPolicy hint', async () => {
+    const sockets: Socket[] = [];
+    const pending = dialHbone({
+      nextHop: { ip: '10.255.255.1', port: 15008 },
+      certificate: clientCert,
+      verifyPeer: expectedIdentityVerifier([SERVER_ID]),
+      connectTimeoutMs: 10_000,
+      clock,
+      // A socket that never connects (what a silently dropping NetworkPolicy looks like).
+      connect: () => {
+        const s = new Socket();
+        sockets.push(s);
+        return s;
+      },
+    });
+    const outcome = pending.then(() => 'resolved', (e: unknown) => e);
+    await clock.advance(9_999);
+    expect(await Promise.race([outcome, Promise.resolve('pending')])).toBe('pending');
+    await clock.advance(1);
+    const err = (await outcome) as ProxyError;
+    expect(err).toBeInstanceOf(ProxyError);
+    expect(err.code).toBe('UPSTREAM_TIMEOUT');
+    expect(err.message).toBe('connection to 10.255.255.1:15008 timed out, maybe a NetworkPolicy is blocking HBONE port 15008');
+    expect(sockets[0]!.destroyed).toBe(true);
+  });
+
+  it('a peer that accepts TCP but never completes TLS times out with TLS_HANDSHAKE_TIMEOUT', async () => {
+    const silent = await startTcpServer(() => {});
+    defer(() => silent.close());
+    const pending = dial({ address: { ip: '127.0.0.1', port: silent.port } }).then(() => undefined, (e: unknown) => e);
+    const accepted = await silent.nextConnection(1);
+    const clientGone = new Promise<void>((resolve) => accepted.once('end', resolve));
+    accepted.resume();
+    await clock.advance(10_000);
+    const err = (await pending) as ProxyError;
+    expect(err.code).toBe('TLS_HANDSHAKE_TIMEOUT');
+    await clientGone;
+  });
+
+  it('an aborted dial rejects and leaves no timer', async () => {
+    const silent = await startTcpServer(() => {});
+    defer(() => silent.close());
+    const controller = new AbortController();
+    const pending = dial({ address: { ip: '127.0.0.1', port: silent.port } }, { signal: controller.signal }).then(() => undefined, (e: unknown) => e);
+    await silent.nextConnection(1);
+    controller.abort(new Error('caller went away'));
+    const err = (await pending) as ProxyError;
+    expect(err.code).toBe('UPSTREAM_CONNECT_FAILED');
+    expect(clock.pendingTimers()).toEqual([]);
+  });
+});
+
+describe('HboneConnection lifecycle', () => {
+  it('GOAWAY: not ready for new streams, the existing stream finishes', async () => {
+    const srv = await server();
+    const conn = await dial(srv);
+    const first = await conn.openStream({ authority: '10.0.0.1:80' });
+    const goaway = new Promise<number>((resolve) => conn.on('goaway', resolve));
+    srv.goawayAll();
+    expect(await goaway).toBe(0);
+    expect(conn.isReady).toBe(false);
+    expect((await rejection(conn.openStream({ authority: '10.0.0.1:80' }))).code).toBe('UPSTREAM_CONNECT_FAILED');
+    first.stream.end('after goaway');
+    expect((await readAll(first.stream)).toString()).toBe('after goaway');
+    await conn.whenClosed();
+  });
+
+  it('PINGs every 10 s keep a healthy connection; no answer within 20 s drops it and its streams', async () => {
+    const srv = await server();
+    const relay = await startFreezableRelay(srv.port);
+    defer(() => relay.close());
+    const conn = await dial({ address: { ip: '127.0.0.1', port: relay.port } });
+    const { stream } = await conn.openStream({ authority: '10.0.0.1:80' });
+    const streamClosed = new Promise<void>((resolve) => stream.once('close', resolve));
+    expect(clock.pendingTimers()).toEqual([10_000]);
+
+    await clock.advance(10_000); // first PING
+    await eventually(() => clock.pendingTimers()[0] === 10_000, 'the PONG arrived and the next PING is scheduled');
+
+    relay.freeze();
+    const closed = new Promise<ProxyError | undefined>((resolve) => conn.on('close', resolve));
+    await clock.advance(10_000); // second PING, never answered
+    expect(conn.isClosed).toBe(false);
+    await clock.advance(20_000);
+    const reason = await closed;
+    expect(reason?.message).toContain('no PING answer within 20000 ms');
+    expect(conn.isReady).toBe(false);
+    await streamClosed;
+    expect(clock.pendingTimers()).toEqual([]);
+  });
+
+  it('close() is graceful: streams finish, then the connection closes and cancels its timers', async () => {
+    const srv = await server();
+    const conn = await dial(srv);
+    const { stream } = await conn.openStream({ authority: '10.0.0.1:80' });
+    conn.close();
+    expect(conn.isReady).toBe(false);
+    stream.end('bye');
+    expect((await readAll(stream)).toString()).toBe('bye');
+    await conn.whenClosed();
+    expect(clock.pendingTimers()).toEqual([]);
+    await eventually(() => srv.openSessions() === 0, 'the server session closed');
+  });
+});
+
+describe('double HBONE', () => {
+  it('runs a TLS + HTTP/2 CONNECT with x-forwarded-network inside an outer CONNECT stream, never pooled', async () => {
+    const gatewayId = 'spiffe://cluster.local/ns/istio-system/sa/eastwest';
+    const gatewayCert = await issueCertificate(ca, gatewayId, clock);
+    const destination = await server(); // the remote ztunnel (serverCert)
+    const gateway = await server({ certificate: gatewayCert, behaviour: () => ({ kind: 'forward' }) });
+
+    const outerConn = await dial(gateway, { verifyPeer: expectedIdentityVerifier([gatewayId]) });
+    const outer = await outerConn.openStream({ authority: `127.0.0.1:${destination.port}` });
+    const inner = await openInnerHbone(outer.stream, {
+      certificate: clientCert,
+      verifyPeer: expectedIdentityVerifier([SERVER_ID]),
+      authority: 'echo.server-ns.svc.cluster.local:80',
+      network: 'network-a',
+      headers: { forwarded: 'for="10.0.0.9:1234"' },
+      clock,
+      via: gateway.address,
+    });
+    expect(inner.connection.peerIdentity.serviceAccount).toBe('server');
+    const seen = destination.streams[0]!;
+    expect(seen.headers[':authority']).toBe('echo.server-ns.svc.cluster.local:80');
+    expect(seen.headers['x-forwarded-network']).toBe('network-a');
+    expect(seen.record.peerUri).toBe(CLIENT_ID);
+    // The gateway saw only the outer tunnel.
+    expect(gateway.streams[0]!.headers['x-forwarded-network']).toBeUndefined();
+
+    inner.stream.end('through two tunnels');
+    expect((await readAll(inner.stream)).toString()).toBe('through two tunnels');
+    await inner.connection.whenClosed();
+    await eventually(() => outer.stream.closed, 'the outer stream ends with the inner connection');
+  });
+
+  it('an inner peer outside final SANs is refused with PEER_IDENTITY_INVALID', async () => {
+    const destination = await server();
+    const gatewayCert = await issueCertificate(ca, 'spiffe://cluster.local/ns/istio-system/sa/eastwest', clock);
+    const gateway = await server({ certificate: gatewayCert, behaviour: () => ({ kind: 'forward' }) });
+    const outerConn = await dial(gateway, { verifyPeer: expectedIdentityVerifier(['spiffe://cluster.local/ns/istio-system/sa/eastwest']) });
+    const outer = await outerConn.openStream({ authority: `127.0.0.1:${destination.port}` });
+    const err = await rejection(openInnerHbone(outer.stream, {
+      certificate: clientCert,
+      verifyPeer: expectedIdentityVerifier([OTHER_ID]),
+      authority: 'echo.server-ns.svc.cluster.local:80',
+      network: 'network-a',
+      clock,
+      via: gateway.address,
+    }));
+    expect(err.code).toBe('PEER_IDENTITY_INVALID');
+    expect(destination.streams).toHaveLength(0);
+  });
+});
+
+describe('large transfer', () => {
+  it('carries 64 MiB each way intact: TCP → copy → HBONE → server → TCP echo', async () => {
+    const echo = await startTcpServer();
+    defer(() => echo.close());
+    const srv = await server({ behaviour: () => ({ kind: 'forward' }) });
+    const conn = await dial(srv);
+    // The "application" connection the proxy accepted, and the app's own end of it.
+    const appListener = await startTcpServer(() => {});
+    defer(() => appListener.close());
+    const app = await connectTcp(appListener.port);
+    defer(() => app.destroy());
+    const accepted = await appListener.nextConnection(1);
+    const { stream } = await conn.openStream({ authority: `127.0.0.1:${echo.port}` });
+    const copying = proxyBidirectional(accepted, stream, { clock });
+
+    const size = 64 * 1024 * 1024;
+    const sentHash = createHash('sha256');
+    const receivedHash = createHash('sha256');
+    let receivedBytes = 0;
+    app.on('data', (chunk: Buffer) => {
+      receivedHash.update(chunk);
+      receivedBytes += chunk.length;
+    });
+    const appEnded = new Promise<void>((resolve) => app.once('end', resolve));
+    const block = randomBytes(1024 * 1024);
+    for (let i = 0; i < size / block.length; i++) {
+      const chunk = Buffer.from(block);
+      chunk.writeUInt32BE(i, 0);
+      sentHash.update(chunk);
+      if (!app.write(chunk)) await new Promise((resolve) => app.once('drain', resolve));
+    }
+    app.end();
+    await appEnded;
+    const result = await copying;
+    expect(receivedBytes).toBe(size);
+    expect(receivedHash.digest('hex')).toBe(sentHash.digest('hex'));
+    expect(result).toMatchObject({ received: size, sent: size });
+    expect(result.error).toBeUndefined();
+  }, 120_000);
+});

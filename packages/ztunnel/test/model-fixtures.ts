@@ -1,0 +1,149 @@
+/**
+ * Builders for the planners' and authorization's table tests: valid model
+ * objects (the shape the control package's translators produce) with
+ * istiod's usual defaults, overridable field by field, and a snapshot
+ * builder over the real store.
+ */
+import {
+  createStore,
+  parseCidr,
+  type Authorization,
+  type Cidr,
+  type GatewayAddress,
+  type Match,
+  type Service,
+  type Snapshot,
+  type Workload,
+  type WorkloadServiceRef,
+} from '@ambient/control';
+
+export function aWorkload(over: Partial<Workload> & { readonly uid: string }): Workload {
+  const namespace = over.namespace ?? 'default';
+  return {
+    name: over.uid.split('/').pop() ?? over.uid,
+    namespace,
+    addresses: [],
+    hostname: '',
+    network: '',
+    protocol: 'HBONE',
+    identity: { trustDomain: 'cluster.local', namespace, serviceAccount: 'default' },
+    waypoint: undefined,
+    networkGateway: undefined,
+    node: 'node-a',
+    canonicalName: '',
+    canonicalRevision: '',
+    workloadType: 'pod',
+    workloadName: '',
+    nativeTunnel: false,
+    applicationTunnel: undefined,
+    services: [],
+    authorizationPolicies: [],
+    status: 'Healthy',
+    clusterId: 'Kubernetes',
+    locality: undefined,
+    networkMode: 'Standard',
+    capacity: 1,
+    ...over,
+  };
+}
+
+/** A `Workload.services` entry from service port → target port pairs. */
+export function serviceRef(key: string, ports: ReadonlyArray<readonly [number, number]> = [[80, 8080]]): WorkloadServiceRef {
+  return { key, ports: ports.map(([servicePort, targetPort]) => ({ servicePort, targetPort, appProtocol: 'Unknown' })) };
+}
+
+export function aService(
+  over: Partial<Service> & { readonly namespace: string; readonly hostname: string },
+  ports: ReadonlyArray<readonly [number, number]> = [[80, 8080]],
+): Service {
+  return {
+    name: over.hostname.split('.')[0] ?? over.hostname,
+    vips: [],
+    cidrVips: [],
+    ports: ports.map(([servicePort, targetPort]) => ({ servicePort, targetPort, appProtocol: 'Unknown' as const })),
+    subjectAltNames: [],
+    waypoint: undefined,
+    weightedWaypoints: [],
+    loadBalancing: undefined,
+    ipFamilies: 'Automatic',
+    canonical: false,
+    ingressUseWaypoint: false,
+    visibility: 'Public',
+    ...over,
+  };
+}
+
+export function gwAddress(address: string, port = 15008, network = ''): GatewayAddress {
+  return { destination: { kind: 'address', network, address }, hboneMtlsPort: port };
+}
+
+export function gwHostname(namespace: string, hostname: string, port = 15008): GatewayAddress {
+  return { destination: { kind: 'hostname', namespace, hostname }, hboneMtlsPort: port };
+}
+
+const EMPTY_MATCH: Match = {
+  namespaces: [],
+  notNamespaces: [],
+  principals: [],
+  notPrincipals: [],
+  serviceAccounts: [],
+  notServiceAccounts: [],
+  sourceIps: [],
+  notSourceIps: [],
+  destinationIps: [],
+  notDestinationIps: [],
+  destinationPorts: [],
+  notDestinationPorts: [],
+};
+
+export function aMatch(over: Partial<Match> = {}): Match {
+  return { ...EMPTY_MATCH, ...over };
+}
+
+export function cidr(text: string): Cidr {
+  const c = parseCidr(text);
+  if (c === undefined) throw new Error(`bad CIDR in test: ${text}`);
+  return c;
+}
+
+/** A policy with one rule of one clause holding `matches` (or explicit `rules`). */
+export function aPolicy(
+  over: Partial<Authorization> & { readonly namespace: string; readonly name: string; readonly matches?: readonly Match[] },
+): Authorization {
+  const { matches, ...rest } = over;
+  return {
+    scope: 'Namespace',
+    action: 'Allow',
+    dryRun: false,
+    rules: matches === undefined ? [] : [{ clauses: [{ matches }] }],
+    ...rest,
+  };
+}
+
+/** A real store snapshot holding exactly these resources. */
+export async function snapshotOf(
+  items: ReadonlyArray<Workload | Service>,
+  policies: readonly Authorization[] = [],
+): Promise<Snapshot> {
+  const store = createStore();
+  await store.applyAddresses({
+    upserts: items.map((item) =>
+      'uid' in item
+        ? { name: item.uid, resource: { kind: 'workload', workload: item } as const }
+        : { name: `${item.namespace}/${item.hostname}`, resource: { kind: 'service', service: item } as const },
+    ),
+    removals: [],
+  });
+  await store.applyPolicies({ upserts: policies.map((p) => ({ name: `${p.namespace}/${p.name}`, policy: p })), removals: [] });
+  return store.snapshot();
+}
+
+/** A deterministic `random()` returning the given values in turn (then repeating the last). */
+export function randomSequence(...values: number[]): () => number {
+  let i = 0;
+  return () => {
+    const v = values[Math.min(i, values.length - 1)] ?? 0;
+    i++;
+    return v;
+  };
+}
