@@ -149,7 +149,6 @@ export function spiffeIdOf(fields: CertificateFields): Result<{ identity: Identi
 /** Why `uri` is not an Istio SPIFFE ID, or undefined. */
 export function spiffeIdProblem(uri: string): string | undefined {
   if (uri.length > MAX_SPIFFE_ID_BYTES) return `SPIFFE ID is ${uri.length} bytes, more than ${MAX_SPIFFE_ID_BYTES}`;
-  // eslint-disable-next-line no-control-regex
   if (/[^\x21-\x7e]/.test(uri)) return `${quote(uri)} contains a control, space or non-ASCII character`;
   if (uri.includes('%')) return `${quote(uri)} is percent-encoded; SPIFFE IDs never are`;
   const parsed = parseIdentity(uri);

@@ -1,0 +1,80 @@
+/**
+ * The socket seam. Everything the proxy does with the network goes through
+ * these small interfaces, so that in-pod mode (sockets created inside a pod's
+ * network namespace, with SO_MARK and SO_REUSEPORT, by the capture issue's
+ * native module) and tests can supply their own, and nothing else in the
+ * package calls `net.createServer` / `net.connect` directly.
+ */
+import { createServer, connect as netConnect, type Server, type Socket } from 'node:net';
+
+export interface SocketAddress {
+  readonly ip: string;
+  readonly port: number;
+}
+
+export interface ListenOptions {
+  readonly host: string;
+  readonly port: number;
+  readonly backlog?: number;
+}
+
+export interface ConnectOptions {
+  readonly ip: string;
+  readonly port: number;
+  /** Bind the local side (original-source preservation, or a chosen loopback address). */
+  readonly localAddress?: string;
+}
+
+/** Creates listening servers and outgoing TCP sockets for one proxy (one pod in shared mode). */
+export interface SocketFactory {
+  /** A bound, listening server; rejects with the bind error (e.g. EADDRINUSE). */
+  listen(options: ListenOptions, onConnection: (socket: Socket) => void): Promise<Server>;
+  /** An outgoing TCP socket (not yet connected when returned). */
+  connect(options: ConnectOptions): Socket;
+}
+
+/** Where a captured connection was going: SO_ORIGINAL_DST in capture mode, the local address otherwise. */
+export type OriginalDestination = (socket: Socket) => SocketAddress | undefined;
+
+/** ztunnel's fallback when there is no redirection: the address the client connected to. */
+export const localAddressAsOriginalDestination: OriginalDestination = (socket) =>
+  socket.localAddress !== undefined && socket.localPort !== undefined
+    ? { ip: unmapped(socket.localAddress), port: socket.localPort }
+    : undefined;
+
+export const nodeSocketFactory: SocketFactory = {
+  listen(options, onConnection) {
+    return new Promise((resolve, reject) => {
+      const server = createServer({ noDelay: true }, onConnection);
+      const onError = (err: Error) => reject(err);
+      server.once('error', onError);
+      server.listen({ host: options.host, port: options.port, backlog: options.backlog ?? 1024, exclusive: true }, () => {
+        server.off('error', onError);
+        resolve(server);
+      });
+    });
+  },
+  connect(options) {
+    const socket = netConnect(
+      options.localAddress === undefined
+        ? { host: options.ip, port: options.port, noDelay: true }
+        : { host: options.ip, port: options.port, localAddress: options.localAddress, noDelay: true },
+    );
+    return socket;
+  },
+};
+
+/** Node reports IPv4 peers of dual-stack sockets as ::ffff:a.b.c.d; the model uses plain IPv4. */
+export function unmapped(ip: string): string {
+  return ip.startsWith('::ffff:') && ip.includes('.') ? ip.slice('::ffff:'.length) : ip;
+}
+
+export function peerAddress(socket: Socket): SocketAddress | undefined {
+  return socket.remoteAddress !== undefined && socket.remotePort !== undefined
+    ? { ip: unmapped(socket.remoteAddress), port: socket.remotePort }
+    : undefined;
+}
+
+export function formatAddress(a: SocketAddress): string {
+  return a.ip.includes(':') ? `[${a.ip}]:${a.port}` : `${a.ip}:${a.port}`;
+}
