@@ -9,6 +9,7 @@ const info = (uid: string | undefined): TrackedConnectionInfo => ({
   originalDst: { ip: '10.0.0.2', port: 8080 },
   actualDst: { ip: '10.0.0.2', port: 8080 },
   protocol: 'HBONE',
+  srcIdentity: undefined,
   policyWorkloadUid: uid,
 });
 

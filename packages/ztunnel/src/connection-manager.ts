@@ -14,7 +14,7 @@
  *   store's notification, so no connection is re-checked against an older
  *   state than the one that triggered it.
  */
-import type { Snapshot, Store, StoreChange } from '@ambient/control';
+import type { Identity, Snapshot, Store, StoreChange } from '@ambient/control';
 import { ProxyError } from './errors.js';
 
 export interface ConnectionEndpoint {
@@ -28,6 +28,8 @@ export interface TrackedConnectionInfo {
   readonly originalDst: ConnectionEndpoint;
   readonly actualDst: ConnectionEndpoint;
   readonly protocol: 'HBONE' | 'TCP';
+  /** The mTLS peer identity (undefined for plaintext): authorization is re-run with it. */
+  readonly srcIdentity: Identity | undefined;
   /** The workload whose policies apply (inbound: the destination); undefined when none are enforced here. */
   readonly policyWorkloadUid: string | undefined;
 }

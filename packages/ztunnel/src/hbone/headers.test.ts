@@ -175,7 +175,7 @@ describe('response', () => {
   it('encodes 200 with destination baggage and decodes it back', () => {
     const headers = encodeConnectResponse(200, { namespace: 'ns', workloadType: 'deployment', workloadName: 'echo' });
     expect(headers).toEqual({ ':status': 200, baggage: 'k8s.namespace.name=ns,k8s.deployment.name=echo' });
-    expect(decodeConnectResponse({ ':status': 200, baggage: headers.baggage as string })).toEqual({
+    expect(decodeConnectResponse({ ':status': 200, baggage: headers['baggage'] as string })).toEqual({
       status: 200, baggage: { namespace: 'ns', workloadType: 'deployment', workloadName: 'echo' },
     });
     expect(encodeConnectResponse(401)).toEqual({ ':status': 401 });

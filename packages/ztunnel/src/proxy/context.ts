@@ -1,0 +1,20 @@
+/**
+ * What every proxy handler of one workload proxy shares (ztunnel's ProxyInputs),
+ * narrowed to what handlers may use: lookups, sockets, time, logging, config.
+ */
+import type { Clock, Snapshot, Store, Workload } from '@ambient/control';
+import type { Logger } from 'pino';
+import type { SocketFactory } from '../platform/sockets.js';
+
+export interface InboundContext {
+  readonly store: Pick<Store, 'snapshot'>;
+  /** The workload this proxy serves at `localIp` (in-pod / dedicated: one workload). */
+  readonly localWorkload: (snapshot: Snapshot, localIp: string) => Workload | undefined;
+  readonly network: string;
+  readonly illegalPorts: ReadonlySet<number>;
+  readonly sockets: SocketFactory;
+  readonly clock: Clock;
+  readonly connectTimeoutMs: number;
+  readonly authzInfoLogging: boolean;
+  readonly log: Logger;
+}

@@ -1,0 +1,173 @@
+/**
+ * What happens to one HBONE CONNECT stream, in ztunnel's phases
+ * (src/proxy/inbound.rs serve_connect):
+ *  1. context: the local workload, the parsed authority, the inbound plan —
+ *     a failure is an early deny (warn log, 400/503, no metrics);
+ *  2. checks before 200: the connection is registered for policy re-checks,
+ *     then L4 authorization (401 + DENY), then the upstream connect (503 +
+ *     CONNECT). Nothing is answered, and no byte read, before both passed;
+ *  3. 200 (with response baggage), an optional PROXY v2 header, then bytes
+ *     both ways until both sides end; metrics and the access log once at the end.
+ */
+import type { Snapshot, Workload } from '@ambient/control';
+import { identityToString } from '@ambient/control';
+import { evaluate, describeDecision } from '../authz/evaluate.js';
+import type { ConnectionManager } from '../connection-manager.js';
+import { ERROR_DISPOSITIONS, ProxyError, asProxyError } from '../errors.js';
+import { baggageForWorkload, encodeBaggage, formatAuthority, type HboneAuthority } from '../hbone/headers.js';
+import type { ConnectHandler, ConnectRequest } from '../hbone/server.js';
+import { planInbound, type Authority } from '../inbound/plan.js';
+import { proxyBidirectional } from '../io/copy.js';
+import { encodeProxyV2 } from '../io/proxy-protocol.js';
+import type { ConnectionResults } from '../metrics/connection-result.js';
+import type { DerivedWorkload } from '../metrics/traffic.js';
+import { formatAddress } from '../platform/sockets.js';
+import type { InboundContext } from './context.js';
+import { connectUpstream } from './upstream.js';
+
+export interface HboneInboundDeps extends InboundContext {
+  readonly connections: ConnectionManager;
+  readonly results: ConnectionResults;
+  /** ENABLE_RESPONSE_BAGGAGE. */
+  readonly responseBaggage: boolean;
+  readonly localhostAppTunnel: boolean;
+}
+
+function toPlanAuthority(a: HboneAuthority): Authority {
+  return a.kind === 'address' ? { kind: 'ip', ip: a.ip, port: a.port } : { kind: 'hostname', hostname: a.hostname, port: a.port };
+}
+
+export function createHboneInboundHandler(deps: HboneInboundDeps): ConnectHandler {
+  return (req) => serveConnect(deps, req).catch((err: unknown) => {
+    // Last resort: never leave a stream unanswered or crash the process.
+    const e = asProxyError(err);
+    deps.log.error({ err: e.message, code: e.code }, 'inbound HBONE handler failed');
+    req.reject(ERROR_DISPOSITIONS[e.code].httpStatus ?? 503, e.message);
+  });
+}
+
+async function serveConnect(deps: HboneInboundDeps, req: ConnectRequest): Promise<void> {
+  const log = deps.log.child({ connection: req.connectionId, stream: req.streamId });
+  const src = req.remote;
+  const snapshot = deps.store.snapshot();
+
+  // Phase 1: context.
+  const local = deps.localWorkload(snapshot, req.local.ip);
+  if (local === undefined) return earlyDeny(req, log, new ProxyError('UNKNOWN_LOCAL_WORKLOAD', `no workload serves ${req.local.ip} on this ztunnel (not yet in workload discovery?)`));
+  const plan = planInbound({
+    snapshot,
+    localWorkload: local,
+    localIp: req.local.ip,
+    network: deps.network,
+    authority: toPlanAuthority(req.request.authority),
+    illegalPorts: deps.illegalPorts,
+    forwardedHost: req.request.forwardedHost,
+    localhostAppTunnel: deps.localhostAppTunnel,
+  });
+  if (plan.kind === 'reject') return earlyDeny(req, log, new ProxyError(plan.code, plan.message));
+
+  // Metrics context: the source from WDS by IP unless the request came through a
+  // network gateway (x-forwarded-network differs), in which case baggage describes it.
+  const fromGateway = req.request.forwardedNetwork !== undefined && req.request.forwardedNetwork.toLowerCase() !== deps.network.toLowerCase();
+  const source = fromGateway ? undefined : sourceWorkload(snapshot, deps.network, src.ip);
+  const b = req.request.baggage;
+  const derivedSource: DerivedWorkload = {
+    identity: req.peer.identity,
+    ...(fromGateway
+      ? {
+          ...(b.workloadName !== undefined ? { workloadName: b.workloadName } : {}),
+          ...(b.serviceName !== undefined ? { app: b.serviceName } : {}),
+          ...(b.serviceVersion !== undefined ? { revision: b.serviceVersion } : {}),
+          ...(b.namespace !== undefined ? { namespace: b.namespace } : {}),
+          ...(b.clusterId !== undefined ? { clusterId: b.clusterId } : {}),
+          ...(b.region !== undefined ? { region: b.region } : {}),
+          ...(b.zone !== undefined ? { zone: b.zone } : {}),
+        }
+      : {}),
+  };
+  const result = deps.results.start({
+    src: formatAddress(src),
+    dst: formatAddress(plan.target),
+    hboneAddr: formatAuthority(req.request.authority),
+    traffic: {
+      reporter: 'destination',
+      source,
+      derivedSource,
+      destination: local,
+      destinationService: plan.destinationService,
+      securityPolicy: 'mutual_tls',
+    },
+  });
+
+  // Phase 2: checks before 200. Register first, so a racing policy update is seen.
+  const abort = new AbortController();
+  const tracked = deps.connections.track(
+    { direction: 'inbound', src, originalDst: plan.target, actualDst: plan.upstream, protocol: 'HBONE', srcIdentity: req.peer.identity, policyWorkloadUid: local.uid },
+    (err) => abort.abort(err),
+  );
+  try {
+    const conn = { src, dst: plan.target, srcIdentity: req.peer.identity, dstNetwork: deps.network };
+    const decision = evaluate(snapshot.policiesFor(local), conn);
+    if (deps.authzInfoLogging || decision.dryRun.length > 0) log.info({ decision: describeDecision(decision) }, 'authorization decision');
+    if (!decision.allow) {
+      const err = new ProxyError('POLICY_DENIED', `connection denied: ${describeDecision(decision)}`);
+      result.record(err);
+      req.reject(401, err.message);
+      return;
+    }
+    if (abort.signal.aborted || req.signal.aborted) {
+      result.record(abort.signal.reason ?? new ProxyError('INTERNAL', 'client went away'));
+      req.reject(401, 'connection closed due to policy change');
+      return;
+    }
+
+    let upstream;
+    try {
+      upstream = await connectUpstream({
+        sockets: deps.sockets,
+        clock: deps.clock,
+        timeoutMs: deps.connectTimeoutMs,
+        to: plan.upstream,
+        localAddress: plan.bindLoopback ? (plan.upstream.ip.includes(':') ? '::1' : '127.0.0.1') : undefined,
+        signal: req.signal,
+      });
+    } catch (err) {
+      const e = asProxyError(err);
+      result.record(e);
+      req.reject(503, e.message);
+      return;
+    }
+
+    // Phase 3: 200, then bytes.
+    const headers = deps.responseBaggage ? { baggage: encodeBaggage(baggageForWorkload(local)) } : {};
+    if (req.signal.aborted || abort.signal.aborted) {
+      upstream.destroy();
+      result.record(abort.signal.reason ?? new ProxyError('INTERNAL', 'client went away before the tunnel was established'));
+      req.reject(503, 'connection closed');
+      return;
+    }
+    const tunnel = req.accept(headers);
+    if (plan.proxyProtocol) {
+      upstream.write(encodeProxyV2({ src, dst: plan.tunnelTarget ?? plan.target, peerIdentity: identityToString(req.peer.identity) }));
+    }
+    const copied = await proxyBidirectional(tunnel, upstream, {
+      clock: deps.clock,
+      signal: abort.signal,
+      onBytes: (direction, n) => (direction === 'received' ? result.addReceived(n) : result.addSent(n)),
+    });
+    if (abort.signal.aborted && abort.signal.reason instanceof ProxyError) result.record(abort.signal.reason);
+    else result.record(copied.error === undefined ? undefined : new ProxyError('INTERNAL', copied.error.message));
+  } finally {
+    tracked.release();
+  }
+}
+
+function earlyDeny(req: ConnectRequest, log: InboundContext['log'], err: ProxyError): void {
+  const d = ERROR_DISPOSITIONS[err.code];
+  log.warn({ src: formatAddress(req.remote), dst: formatAuthority(req.request.authority), error: err.message, code: err.code }, 'connection failed');
+  req.reject(d.httpStatus ?? 503, err.message);
+}
+
+function sourceWorkload(snapshot: Snapshot, network: string, ip: string): Workload | undefined {
+  return snapshot.workloadByAddress(network, ip);
+}

@@ -1,0 +1,90 @@
+/**
+ * Inbound plaintext (15006): traffic to a pod that did not come over HBONE
+ * (ztunnel src/proxy/inbound_passthrough.rs). The original destination must
+ * be this workload on a legal port; authorization runs WITHOUT an identity
+ * (so PeerAuthentication STRICT, sent by istiod as a static DENY with
+ * `not_principals: [presence]`, refuses it), then bytes are relayed to the
+ * original destination. A denial closes the connection.
+ */
+import type { Socket } from 'node:net';
+import { describeDecision, evaluate } from '../authz/evaluate.js';
+import type { ConnectionManager } from '../connection-manager.js';
+import { ProxyError, asProxyError } from '../errors.js';
+import { proxyBidirectional } from '../io/copy.js';
+import type { ConnectionResults } from '../metrics/connection-result.js';
+import { isIllegalPort } from '../ports.js';
+import { formatAddress, peerAddress, type OriginalDestination } from '../platform/sockets.js';
+import type { InboundContext } from './context.js';
+import { connectUpstream } from './upstream.js';
+
+export interface PlaintextInboundDeps extends InboundContext {
+  readonly connections: ConnectionManager;
+  readonly results: ConnectionResults;
+  readonly originalDestination: OriginalDestination;
+}
+
+/** Serves one accepted plaintext socket; never rejects. */
+export async function servePlaintextInbound(deps: PlaintextInboundDeps, socket: Socket): Promise<void> {
+  socket.on('error', () => {}); // errors are handled through the copy; never crash on a reset
+  socket.pause();
+  const peer = peerAddress(socket);
+  const target = deps.originalDestination(socket);
+  if (peer === undefined || target === undefined) {
+    socket.destroy();
+    return;
+  }
+  const log = deps.log.child({ src: formatAddress(peer), dst: formatAddress(target) });
+  if (isIllegalPort(target.port, deps.illegalPorts)) {
+    log.warn({ code: 'SELF_CALL' }, `connection failed: destination port ${target.port} is one of ztunnel's own ports`);
+    socket.destroy();
+    return;
+  }
+  const snapshot = deps.store.snapshot();
+  const local = deps.localWorkload(snapshot, target.ip);
+  if (local === undefined) {
+    log.warn({ code: 'UNKNOWN_LOCAL_WORKLOAD' }, `connection failed: no workload serves ${target.ip} on this ztunnel`);
+    socket.destroy();
+    return;
+  }
+  const result = deps.results.start({
+    src: formatAddress(peer),
+    dst: formatAddress(target),
+    traffic: {
+      reporter: 'destination',
+      source: snapshot.workloadByAddress(deps.network, peer.ip),
+      destination: local,
+      securityPolicy: 'unknown',
+    },
+  });
+  const abort = new AbortController();
+  const tracked = deps.connections.track(
+    { direction: 'inbound', src: peer, originalDst: target, actualDst: target, protocol: 'TCP', srcIdentity: undefined, policyWorkloadUid: local.uid },
+    (err) => abort.abort(err),
+  );
+  try {
+    const decision = evaluate(snapshot.policiesFor(local), { src: peer, dst: target, srcIdentity: undefined, dstNetwork: deps.network });
+    if (deps.authzInfoLogging) log.info({ decision: describeDecision(decision) }, 'authorization decision');
+    if (!decision.allow) {
+      result.record(new ProxyError('POLICY_DENIED', `connection denied: ${describeDecision(decision)}`));
+      socket.destroy();
+      return;
+    }
+    let upstream;
+    try {
+      upstream = await connectUpstream({ sockets: deps.sockets, clock: deps.clock, timeoutMs: deps.connectTimeoutMs, to: target, signal: abort.signal });
+    } catch (err) {
+      result.record(asProxyError(err));
+      socket.destroy();
+      return;
+    }
+    const copied = await proxyBidirectional(socket, upstream, {
+      clock: deps.clock,
+      signal: abort.signal,
+      onBytes: (direction, n) => (direction === 'received' ? result.addReceived(n) : result.addSent(n)),
+    });
+    if (abort.signal.aborted && abort.signal.reason instanceof ProxyError) result.record(abort.signal.reason);
+    else result.record(copied.error === undefined ? undefined : new ProxyError('INTERNAL', copied.error.message));
+  } finally {
+    tracked.release();
+  }
+}

@@ -1,0 +1,48 @@
+/**
+ * Connecting to an upstream over plain TCP with a deadline from the injected
+ * clock: resolves with the connected socket, or rejects with a ProxyError
+ * (UPSTREAM_CONNECT_FAILED / UPSTREAM_TIMEOUT) and leaves no socket behind.
+ */
+import type { Socket } from 'node:net';
+import type { Clock } from '@ambient/control';
+import { ProxyError } from '../errors.js';
+import type { SocketAddress, SocketFactory } from '../platform/sockets.js';
+import { formatAddress } from '../platform/sockets.js';
+
+export interface UpstreamConnectOptions {
+  readonly sockets: SocketFactory;
+  readonly clock: Clock;
+  readonly timeoutMs: number;
+  readonly to: SocketAddress;
+  readonly localAddress?: string | undefined;
+  readonly signal?: AbortSignal;
+}
+
+export function connectUpstream(o: UpstreamConnectOptions): Promise<Socket> {
+  return new Promise((resolve, reject) => {
+    const socket = o.sockets.connect(o.localAddress === undefined ? { ip: o.to.ip, port: o.to.port } : { ip: o.to.ip, port: o.to.port, localAddress: o.localAddress });
+    const target = formatAddress(o.to);
+    const finish = (err: ProxyError | undefined) => {
+      timer.cancel();
+      socket.off('connect', onConnect);
+      socket.off('error', onError);
+      o.signal?.removeEventListener('abort', onAbort);
+      if (err) {
+        socket.destroy();
+        reject(err);
+      } else {
+        resolve(socket);
+      }
+    };
+    const onConnect = () => finish(undefined);
+    const onError = (e: Error) => finish(new ProxyError('UPSTREAM_CONNECT_FAILED', `connect to ${target} failed: ${e.message}`, { cause: e }));
+    const onAbort = () => finish(new ProxyError('UPSTREAM_CONNECT_FAILED', `connect to ${target} cancelled`));
+    const timer = o.clock.setTimer(o.timeoutMs, () =>
+      finish(new ProxyError('UPSTREAM_TIMEOUT', `connect to ${target} timed out after ${o.timeoutMs} ms`)),
+    );
+    socket.once('connect', onConnect);
+    socket.once('error', onError);
+    if (o.signal?.aborted) onAbort();
+    else o.signal?.addEventListener('abort', onAbort, { once: true });
+  });
+}
