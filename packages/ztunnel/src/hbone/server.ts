@@ -384,6 +384,8 @@ export class HboneServer {
       resets: new TokenBucket(this.#limits.rapidReset, () => this.#clock.monotonic()),
       controlFrames: new TokenBucket(this.#limits.controlFrames, () => this.#clock.monotonic()),
     };
+    raw.setNoDelay(true);
+    raw.setKeepAlive(true, 180_000); // ztunnel KEEPALIVE_TIME default
     this.#connections.add(conn);
     this.#awaitingTls.set(key, conn);
     raw.once('close', () => this.#onClosed(conn));
@@ -741,6 +743,7 @@ export class HboneServer {
     this.#state = 'closed';
     const stopped = this.#stopAccepting();
     for (const conn of this.#connections) {
+      if (conn.phase === 'tls' && !conn.refused) this.#refuse(conn, 'DRAINING', 'the server is shutting down', conn.log);
       conn.ending = true;
       conn.session?.destroy();
       conn.tls?.destroy();

@@ -104,7 +104,7 @@ interface Side {
   readEnded: boolean;
   /** Its writable finished (our end() was flushed). */
   writeFinished: boolean;
-  /** Nothing more can be written to it (closed by the peer after its own end); the direction into it is over. */
+  /** It closed before the other side ended: nothing more can be written to it, the direction into it is over. */
   writeDead: boolean;
   closed: boolean;
   readonly listeners: Array<[string, (...args: never[]) => void]>;
@@ -187,7 +187,6 @@ class BidirectionalCopy {
   }
 
   #onEnd(side: Side, other: Side): void {
-    console.log('DBG end', side.name);
     if (this.#failure !== undefined || side.readEnded) return;
     const code = h2ResetCode(side.stream);
     if (code !== undefined && code !== H2_NO_ERROR) {
@@ -201,7 +200,6 @@ class BidirectionalCopy {
   }
 
   #onError(side: Side, err: unknown): void {
-    console.log('DBG error', side.name, err);
     if (this.#failure !== undefined || this.#finishing) return;
     const code = h2ResetCode(side.stream);
     const reset = code !== undefined || isResetError(err);
@@ -214,23 +212,21 @@ class BidirectionalCopy {
   }
 
   #onClose(side: Side, other: Side): void {
-    console.log('DBG close', side.name, side.readEnded, side.writeFinished, h2ResetCode(side.stream), new Error().stack?.split('\n').slice(1,4).join('|'));
     side.closed = true;
     if (this.#failure === undefined && !this.#finishing) {
       if (!side.readEnded) {
         const code = h2ResetCode(side.stream);
-        if (code === H2_NO_ERROR) {
-          // RST_STREAM(NO_ERROR): end-of-stream for reading, and nothing more can be written to it.
-          side.writeDead = !side.writeFinished;
-          this.#onEnd(side, other);
-          this.#stopReading(other);
-        } else {
+        if (code !== H2_NO_ERROR) {
           const reason = code !== undefined ? `stream reset by peer (${h2CodeName(code)})` : 'closed before end of stream';
           this.#fail({ side: side.name, kind: code !== undefined ? 'reset' : 'closed', message: `${side.name}: ${reason}` });
           return;
         }
-      } else if (!side.writeFinished) {
-        // Closed after its own end-of-stream while we still had bytes for it: the peer stopped reading.
+        // RST_STREAM(NO_ERROR): end-of-stream for reading.
+        this.#onEnd(side, other);
+      }
+      if (!other.readEnded) {
+        // Closed while the other side may still send to it (the peer stopped
+        // reading, e.g. RST_STREAM after its END_STREAM): that direction is over.
         side.writeDead = true;
         this.#stopReading(other);
       }
@@ -244,7 +240,6 @@ class BidirectionalCopy {
   }
 
   #fail(failure: CopyFailure): void {
-    console.log('DBG fail', failure, this.#a.stream.destroyed, this.#b.stream.destroyed);
     if (this.#failure !== undefined || this.#settled) return;
     this.#failure = failure;
     for (const side of [this.#a, this.#b]) {
@@ -254,7 +249,7 @@ class BidirectionalCopy {
   }
 
   #directionDone(src: Side, dst: Side): boolean {
-    return dst.writeDead || (src.readEnded && dst.writeFinished);
+    return dst.writeDead || dst.closed || (src.readEnded && dst.writeFinished);
   }
 
   #check(): void {

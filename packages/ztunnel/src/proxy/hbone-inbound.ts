@@ -128,7 +128,7 @@ async function serveConnect(deps: HboneInboundDeps, req: ConnectRequest): Promis
         clock: deps.clock,
         timeoutMs: deps.connectTimeoutMs,
         to: plan.upstream,
-        localAddress: plan.bindLoopback ? (plan.upstream.ip.includes(':') ? '::1' : '127.0.0.1') : undefined,
+        localAddress: plan.bindLoopback ? (plan.upstream.ip.includes(':') ? '::1' : '127.0.0.1') : originalSource(src.ip, plan.upstream.ip),
         signal: req.signal,
       });
     } catch (err) {
@@ -166,6 +166,17 @@ function earlyDeny(req: ConnectRequest, log: InboundContext['log'], err: ProxyEr
   const d = ERROR_DISPOSITIONS[err.code];
   log.warn({ src: formatAddress(req.remote), dst: formatAuthority(req.request.authority), error: err.message, code: err.code }, 'connection failed');
   req.reject(d.httpStatus ?? 503, err.message);
+}
+
+/**
+ * ztunnel connects to the app from the client's own address (IP_TRANSPARENT),
+ * so the app sees the real client. Without the capture module's transparent
+ * sockets we can still do that when the client address is local to this host
+ * and of the same family — always the case on loopback (dev, tests, quick start).
+ */
+function originalSource(clientIp: string, upstreamIp: string): string | undefined {
+  const loopback = (ip: string) => ip.startsWith('127.') || ip === '::1';
+  return loopback(clientIp) && loopback(upstreamIp) && clientIp.includes(':') === upstreamIp.includes(':') ? clientIp : undefined;
 }
 
 function sourceWorkload(snapshot: Snapshot, network: string, ip: string): Workload | undefined {

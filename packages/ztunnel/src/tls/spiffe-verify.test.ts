@@ -1,4 +1,4 @@
-import { X509Certificate } from 'node:crypto';
+import type { X509Certificate } from 'node:crypto';
 import fc from 'fast-check';
 import { beforeAll, describe, expect, it } from 'vitest';
 import { identityToString, parseIdentity, systemClock, type LocalCertificateAuthority, type WorkloadCertificate } from '@ambient/control';
