@@ -15,7 +15,7 @@ import { ProxyError } from '../src/errors.js';
 import { dialHbone, expectedIdentityVerifier, HboneStatusError, openInnerHbone, type DialHboneOptions, type HboneConnection } from '../src/hbone/client.js';
 import { proxyBidirectional } from '../src/io/copy.js';
 import { issueCertificate, newTestCa, startMiniHboneServer, type MiniHboneServer } from './support/mini-hbone-server.js';
-import { connectTcp, eventually, startFreezableRelay, startTcpServer } from './support/net-fixtures.js';
+import { connectTcp, eventually, openTcpSockets, startFreezableRelay, startTcpServer } from './support/net-fixtures.js';
 
 const CLIENT_ID = 'spiffe://cluster.local/ns/client-ns/sa/client';
 const SERVER_ID = 'spiffe://cluster.local/ns/server-ns/sa/server';
@@ -428,4 +428,36 @@ describe('large transfer', () => {
     expect(result).toMatchObject({ received: size, sent: size });
     expect(result.error).toBeUndefined();
   }, 120_000);
+
+  it('an application aborted mid-transfer leaks no socket, timer or stream; the connection stays usable', async () => {
+    const baseline = openTcpSockets();
+    {
+      const echo = await startTcpServer();
+      const srv = await startMiniHboneServer({ certificate: serverCert, behaviour: () => ({ kind: 'forward' }) });
+      const appListener = await startTcpServer(() => {});
+      const conn = await dialHbone({ nextHop: srv.address, certificate: clientCert, verifyPeer: expectedIdentityVerifier([SERVER_ID]), connectTimeoutMs: 10_000, clock });
+      const app = await connectTcp(appListener.port);
+      app.on('error', () => {});
+      const accepted = await appListener.nextConnection(1);
+      const { stream } = await conn.openStream({ authority: `127.0.0.1:${echo.port}` });
+      const copying = proxyBidirectional(accepted, stream, { clock });
+      const echoed = new Promise((resolve) => app.once('data', resolve));
+      app.write(randomBytes(4 * 1024 * 1024));
+      await echoed;
+      app.resetAndDestroy();
+      const result = await copying;
+      expect(result.error).toMatchObject({ side: 'a', kind: 'reset' });
+      await eventually(() => conn.activeStreams === 0, 'the reset stream is released');
+      await eventually(() => echo.connections[0]?.destroyed === true, 'the upstream connection behind the remote end was closed');
+      // The HBONE connection itself is unaffected.
+      const again = await conn.openStream({ authority: `127.0.0.1:${echo.port}` });
+      again.stream.end('next');
+      expect((await readAll(again.stream)).toString()).toBe('next');
+      conn.close();
+      await conn.whenClosed();
+      await Promise.all([srv.close(), echo.close(), appListener.close()]);
+    }
+    await eventually(() => openTcpSockets() === baseline, `open TCP sockets back to ${baseline}`);
+  });
 });
+

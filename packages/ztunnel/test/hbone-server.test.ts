@@ -523,20 +523,32 @@ describe('limits ztunnel lacks', () => {
     expect(await h.limits.next()).toBe('invalid-frames');
   });
 
-  it('refuses connections over the global cap and keeps serving the others', async () => {
-    const h = await start({ limits: { maxConnections: 2 } });
-    const a = await client(h);
-    const b = await client(h);
+  it('refuses connections over the global cap, logs it once per second, and keeps serving the others', async () => {
+    const mc = manualClock();
+    const h = await start({ clock: mc, limits: { maxConnections: 2 } });
+    const a = await client(h, mc);
+    const b = await client(h, mc);
     connect(a);
     connect(b);
     await h.requests.next((r) => r.connectionId === 1);
     await h.requests.next((r) => r.connectionId === 2);
-    const third = await connectTcp(h.port);
-    cleanup.push(() => { third.destroy(); });
-    third.on('error', () => {});
-    await new Promise((resolve) => third.once('close', resolve));
-    expect(await h.limits.next()).toBe('connection-cap');
-    expect((await h.refusals.next()).code).toBe('CONNECTION_LIMIT');
+    for (let i = 0; i < 3; i++) {
+      const extra = await connectTcp(h.port);
+      cleanup.push(() => { extra.destroy(); });
+      extra.on('error', () => {});
+      await new Promise((resolve) => extra.once('close', resolve));
+    }
+    expect(h.limits.items).toEqual(['connection-cap', 'connection-cap', 'connection-cap']);
+    expect(h.refusals.items.map((r) => r.code)).toEqual(['CONNECTION_LIMIT', 'CONNECTION_LIMIT', 'CONNECTION_LIMIT']);
+    const warnings = () => h.logs.items.filter((l) => l.level === 'warn' && l.msg === 'HBONE limit reached: connection-cap');
+    expect(warnings()).toHaveLength(1);
+    await mc.advance(1_000);
+    const late = await connectTcp(h.port);
+    cleanup.push(() => { late.destroy(); });
+    late.on('error', () => {});
+    await new Promise((resolve) => late.once('close', resolve));
+    expect(warnings()).toHaveLength(2);
+    expect(warnings()[1]?.fields['suppressed']).toBe(2);
     connect(a, '127.0.0.1:7');
     await h.requests.next((r) => r.request.authority.port === 7);
   });

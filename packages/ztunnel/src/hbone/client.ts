@@ -500,38 +500,43 @@ export interface InnerHboneStream extends HboneStream {
  * Double HBONE: a second TLS handshake inside an established outer CONNECT
  * stream to a network gateway, then HTTP/2 and one CONNECT carrying
  * `x-forwarded-network`. Not pooled: the inner connection carries exactly this
- * stream and closes with it (which ends the outer stream).
+ * stream and closes with it (which ends the outer stream). On failure the
+ * outer stream is reset too.
  */
 export async function openInnerHbone(outer: Duplex, options: InnerHboneOptions): Promise<InnerHboneStream> {
   const settings = { ...DEFAULT_HBONE_CLIENT_SETTINGS, ...options.settings };
   const peer = `${options.authority} via ${hostPort(options.via)}`;
-  const tls = await startTls(outer, {
-    certificate: options.certificate,
-    verifyPeer: options.verifyPeer,
-    clock: options.clock,
-    timeoutMs: settings.handshakeTimeoutMs,
-    peer,
-    signal: options.signal,
-  });
-  const connection = await startHttp2(tls.socket, {
-    nextHop: options.via,
-    peerIdentity: tls.peerIdentity,
-    clock: options.clock,
-    settings,
-    log: options.log,
-    signal: options.signal,
-    authority: 'https://inner.hbone.invalid',
-  });
+  let connection: HboneConnection | undefined;
   try {
+    const tls = await startTls(outer, {
+      certificate: options.certificate,
+      verifyPeer: options.verifyPeer,
+      clock: options.clock,
+      timeoutMs: settings.handshakeTimeoutMs,
+      peer,
+      signal: options.signal,
+    });
+    connection = await startHttp2(tls.socket, {
+      nextHop: options.via,
+      peerIdentity: tls.peerIdentity,
+      clock: options.clock,
+      settings,
+      log: options.log,
+      signal: options.signal,
+      authority: 'https://inner.hbone.invalid',
+    });
     const opened = await connection.openStream({
       authority: options.authority,
       headers: { ...options.headers, 'x-forwarded-network': options.network },
       ...(options.signal === undefined ? {} : { signal: options.signal }),
     });
-    opened.stream.once('close', () => connection.close());
+    const inner = connection;
+    opened.stream.once('close', () => inner.close());
     return { ...opened, connection };
   } catch (err) {
-    connection.destroy();
+    // The outer stream is useless without its inner tunnel.
+    connection?.destroy();
+    abortiveClose(outer, 'inner HBONE tunnel failed');
     throw err;
   }
 }
@@ -548,6 +553,10 @@ function connectTcp(options: DialHboneOptions): Promise<Socket> {
       reject(new ProxyError('UPSTREAM_CONNECT_FAILED', `HBONE connect to ${peer} failed: ${describe(err)}`, { cause: err }));
       return;
     }
+    if (socket.destroyed) {
+      reject(new ProxyError('UPSTREAM_CONNECT_FAILED', `HBONE connect to ${peer} failed: the socket factory returned a closed socket`));
+      return;
+    }
     applyTcpSocketOptions(socket, options.tcp ?? DEFAULT_TCP_SOCKET_OPTIONS);
     const finish = (err?: ProxyError) => {
       timer.cancel();
@@ -555,6 +564,9 @@ function connectTcp(options: DialHboneOptions): Promise<Socket> {
       socket.removeListener('error', onError);
       signal?.removeEventListener('abort', onAbort);
       if (err === undefined) {
+        // From here TLS (then HTTP/2) reports this socket's failures; an
+        // 'error' emitted in between must not go unhandled.
+        socket.on('error', noop);
         resolve(socket);
         return;
       }
@@ -641,6 +653,8 @@ function startTls(transport: Duplex, args: TlsArgs): Promise<{ socket: TLSSocket
       socket.removeListener('error', onError);
       args.signal?.removeEventListener('abort', onAbort);
       if (err === undefined) {
+        // The HTTP/2 session reports this socket's failures from now on.
+        socket.on('error', noop);
         resolve({ socket, peerIdentity: identity as Identity });
         return;
       }

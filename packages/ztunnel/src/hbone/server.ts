@@ -58,6 +58,7 @@ import {
 } from './server-limits.js';
 
 const { NGHTTP2_NO_ERROR, NGHTTP2_ENHANCE_YOUR_CALM } = http2.constants;
+const LIMIT_LOG_INTERVAL_MS = 1000;
 
 export interface PeerInfo {
   readonly identity: Identity;
@@ -87,10 +88,11 @@ export interface ConnectRequest {
   /**
    * Sends `200` (with `headers`, e.g. response baggage) and returns the tunnel:
    * reading yields the client's bytes (END_STREAM and RST_STREAM NO_ERROR/CANCEL
-   * are EOF), writing sends DATA with HTTP/2 flow control (honour `write()`
-   * returning false, or use stream.pipeline), `end()` sends END_STREAM. If the
-   * client already went away, the returned stream is already destroyed.
-   * Throws if the request was already answered.
+   * are EOF; any other RST code ends the readable side and then emits 'error'),
+   * writing sends DATA under HTTP/2 flow control (honour `write()` returning
+   * false, or use stream.pipeline), `end()` sends END_STREAM. Data the client
+   * sent before the 200 is delivered first. If the client already went away,
+   * the returned stream is already destroyed. Throws if already answered.
    */
   accept(headers?: OutgoingHttpHeaders): Duplex;
   /** Answers with `status` and ends the stream; no-op if already answered or closed. */
@@ -146,7 +148,6 @@ interface Connection extends HboneConnectionInfo {
   timer: Timer | undefined;
   pingTimer: Timer | undefined;
   pingTimeout: Timer | undefined;
-  material: TlsMaterial | undefined;
   tls: tls.TLSSocket | undefined;
   tlsError: Error | undefined;
   session: ServerHttp2Session | undefined;
@@ -286,6 +287,7 @@ export class HboneServer {
   readonly #ownedServers: net.Server[] = [];
   readonly #attached = new Map<net.Server, (socket: net.Socket) => void>();
   readonly #idleWaiters: Array<() => void> = [];
+  readonly #limitLog = new Map<HboneLimitKind, { at: number; suppressed: number }>();
   #state: 'running' | 'draining' | 'closed' = 'running';
   #nextId = 1;
 
@@ -363,8 +365,9 @@ export class HboneServer {
       return;
     }
     if (this.#connections.size >= this.#limits.maxConnections) {
-      this.#limit('connection-cap', `${this.#connections.size} connections are open, the cap is ${this.#limits.maxConnections}`, this.#log);
-      this.#refuse({ connectionId, local, remote }, 'CONNECTION_LIMIT', `connection cap of ${this.#limits.maxConnections} reached`, this.#log);
+      const reason = `${this.#connections.size} connections are open, the cap is ${this.#limits.maxConnections}`;
+      this.#limit('connection-cap', reason, this.#log.child({ src: formatHostPort(remote), dst: formatHostPort(local) }));
+      this.#hooks.onRefused?.({ connectionId, local, remote, code: 'CONNECTION_LIMIT', reason });
       raw.destroy();
       return;
     }
@@ -379,7 +382,7 @@ export class HboneServer {
       log: this.#log.child({ conn: connectionId, src: formatHostPort(remote), dst: formatHostPort(local) }),
       phase: 'tls',
       timer: undefined, pingTimer: undefined, pingTimeout: undefined,
-      material: undefined, tls: undefined, tlsError: undefined, session: undefined,
+      tls: undefined, tlsError: undefined, session: undefined,
       ending: false, refused: false, streams: 0,
       resets: new TokenBucket(this.#limits.rapidReset, () => this.#clock.monotonic()),
       controlFrames: new TokenBucket(this.#limits.controlFrames, () => this.#clock.monotonic()),
@@ -392,7 +395,7 @@ export class HboneServer {
     this.#hooks.onConnectionOpen?.({ connectionId, local, remote });
     conn.timer = this.#clock.setTimer(this.#limits.tlsHandshakeTimeoutMs, () => {
       if (conn.phase !== 'tls') return;
-      this.#limit('tls-handshake-timeout', `TLS handshake not completed within ${this.#limits.tlsHandshakeTimeoutMs} ms`, conn.log);
+      this.#limit('tls-handshake-timeout', '', conn.log, true);
       this.#refuse(conn, 'TLS_HANDSHAKE_TIMEOUT', `TLS handshake not completed within ${this.#limits.tlsHandshakeTimeoutMs} ms`, conn.log);
       raw.destroy();
     });
@@ -417,7 +420,6 @@ export class HboneServer {
       conn.raw.destroy();
       return;
     }
-    conn.material = material;
     this.#tlsServerFor(material).emit('connection', conn.raw);
   }
 
@@ -537,7 +539,7 @@ export class HboneServer {
     }
     conn.timer = this.#clock.setTimer(this.#limits.firstRequestTimeoutMs, () => {
       if (conn.phase !== 'h2' || conn.streams > 0 || session.destroyed) return;
-      this.#limit('first-request-timeout', `no CONNECT request within ${this.#limits.firstRequestTimeoutMs} ms of the TLS handshake`, conn.log);
+      this.#limit('first-request-timeout', '', conn.log, true);
       this.#refuse(conn, 'H2_PROTOCOL_VIOLATION', `no HTTP/2 preface and CONNECT request within ${this.#limits.firstRequestTimeoutMs} ms`, conn.log);
       conn.ending = true;
       session.destroy();
@@ -699,9 +701,23 @@ export class HboneServer {
     this.#hooks.onRefused?.({ connectionId: info.connectionId, local: info.local, remote: info.remote, code, reason, ...extra });
   }
 
-  #limit(kind: HboneLimitKind, reason: string, log: Logger): void {
-    log.warn({ limit: kind, reason }, `HBONE limit reached: ${kind}`);
+  /**
+   * Counts a limit and logs it, at most one warning per kind per second (a
+   * connection storm must not become a log storm); `quiet` when a refusal line
+   * already says it.
+   */
+  #limit(kind: HboneLimitKind, reason: string, log: Logger, quiet = false): void {
     this.#hooks.onLimit?.(kind);
+    if (quiet) return;
+    const now = this.#clock.monotonic();
+    const state = this.#limitLog.get(kind);
+    if (state !== undefined && now - state.at < LIMIT_LOG_INTERVAL_MS) {
+      state.suppressed++;
+      log.debug({ limit: kind, reason }, `HBONE limit reached: ${kind}`);
+      return;
+    }
+    log.warn({ limit: kind, reason, ...(state?.suppressed ? { suppressed: state.suppressed } : {}) }, `HBONE limit reached: ${kind}`);
+    this.#limitLog.set(kind, { at: now, suppressed: 0 });
   }
 
   #whenIdle(): Promise<void> {
