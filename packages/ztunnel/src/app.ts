@@ -18,7 +18,10 @@ import {
   IstioCaClient,
   LocalCaFetcher,
   LocalCertificateAuthority,
+  fail,
   formatRejections,
+  ok,
+  parseIdentity,
   meshToDump,
   startWorkloadDiscovery,
   type CertificateFetcher,
@@ -28,6 +31,7 @@ import {
   type Random,
   type ReadFile,
   type Snapshot,
+  type WorkloadCertificate,
   type WorkloadDiscovery,
 } from '@ambient/control';
 import type { Server } from 'node:net';
@@ -43,6 +47,8 @@ import { ConnectionManager } from './connection-manager.js';
 import { ProxyError } from './errors.js';
 import { HbonePool, hboneDialer } from './hbone/pool.js';
 import { HboneServer } from './hbone/server.js';
+import type { VerifyPeer } from './hbone/client.js';
+import { parseTrustRoots, verifyPeerCertificate } from './tls/spiffe-verify.js';
 import type { HboneLimitKind } from './hbone/server-limits.js';
 import type { RefusalReason } from './metrics/components.js';
 import { CertPrefetcher } from './identity/cert-prefetch.js';
@@ -128,6 +134,8 @@ export async function buildApp(config: ZtunnelConfig, deps: AppDeps): Promise<Ap
   const pool = new HbonePool({
     dial: hboneDialer({
       certificateFor: (id) => certificates.fetchCertificate(id),
+      // The server's chain must verify against our workload roots and carry one of the expected SPIFFE IDs.
+      verifierFor: (expected, certificate) => serverVerifier(expected, certificate, clock),
       clock,
       connectTimeoutMs: config.connectTimeoutMs,
       // Dedicated mode on a shared host: dial from the workload's own address so the peer sees it.
@@ -366,6 +374,20 @@ export async function buildApp(config: ZtunnelConfig, deps: AppDeps): Promise<Ap
   (app as { proxiesStarted: Promise<void> }).proxiesStarted = proxiesStarted;
   proxiesStarted.catch((err: unknown) => log.error({ err: err instanceof Error ? err.message : String(err) }, 'starting the workload proxy failed'));
   return app;
+}
+
+function serverVerifier(expected: readonly string[], certificate: WorkloadCertificate, clock: Clock): VerifyPeer {
+  const identities: Identity[] = [];
+  for (const e of expected) {
+    const id = parseIdentity(e);
+    if (id.ok) identities.push(id.value);
+  }
+  const roots = parseTrustRoots(certificate.rootsPem);
+  return (chain) => {
+    if (!roots.ok) return fail(...roots.errors);
+    const verified = verifyPeerCertificate({ chain, roots: roots.value, now: clock.now(), expect: { peer: 'server', identities } });
+    return verified.ok ? ok(verified.value.identity) : fail(...verified.errors);
+  };
 }
 
 async function certificateFetcher(config: ZtunnelConfig, deps: AppDeps): Promise<CertificateFetcher> {

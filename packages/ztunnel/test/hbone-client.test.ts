@@ -456,11 +456,9 @@ describe('large transfer', () => {
       conn.close();
       await conn.whenClosed();
       await Promise.all([srv.close(), echo.close(), appListener.close()]);
-      console.log('DBG', baseline, openTcpSockets(), app.destroyed, accepted.destroyed, echo.connections.map(c => c.destroyed));
-      await new Promise(r => setTimeout(r, 500));
-      console.log('DBG2', baseline, openTcpSockets(), process.getActiveResourcesInfo());
     }
-    await eventually(() => openTcpSockets() === baseline, `open TCP sockets back to ${baseline}`);
+    // Sockets of earlier tests may still be closing, so the count can end below the baseline.
+    await eventually(() => openTcpSockets() <= baseline, `open TCP sockets back to ${baseline}`);
   });
 });
 

@@ -76,8 +76,12 @@ export type PoolDialer = (key: PoolKey, signal: AbortSignal) => Promise<HboneCon
 export interface HboneDialerOptions {
   /** Our certificate for a source identity (the certificate manager); rejects when none is available. */
   readonly certificateFor: (identity: Identity) => Promise<WorkloadCertificate>;
-  /** The SPIFFE check for a set of expected identities (default: the interim check in client.ts). */
-  readonly verifierFor?: (expected: readonly string[]) => VerifyPeer;
+  /**
+   * The SPIFFE check for a set of expected identities, given the certificate
+   * we dial with (its roots are the workload trust roots). Default: the
+   * interim check in client.ts; wire tls/spiffe-verify.ts here.
+   */
+  readonly verifierFor?: (expected: readonly string[], certificate: WorkloadCertificate) => VerifyPeer;
   readonly clock: Clock;
   /** CONNECTION_TIMEOUT (default 10 s). */
   readonly connectTimeoutMs?: number;
@@ -95,7 +99,7 @@ export interface HboneDialerOptions {
  * and dials with a verifier for the key's expected destination identities.
  */
 export function hboneDialer(options: HboneDialerOptions): PoolDialer {
-  const verifierFor = options.verifierFor ?? expectedIdentityVerifier;
+  const verifierFor = options.verifierFor ?? ((expected: readonly string[]) => expectedIdentityVerifier(expected));
   return async (key, signal) => {
     const parsed = parseIdentity(key.srcIdentity);
     if (!parsed.ok) throw new ProxyError('CERT_UNAVAILABLE', `source identity "${key.srcIdentity}" is not a SPIFFE identity`);
@@ -111,7 +115,7 @@ export function hboneDialer(options: HboneDialerOptions): PoolDialer {
     return dialHbone({
       nextHop: key.nextHop,
       certificate,
-      verifyPeer: verifierFor(key.dstIdentities),
+      verifyPeer: verifierFor(key.dstIdentities, certificate),
       connectTimeoutMs: options.connectTimeoutMs ?? DEFAULT_CONNECT_TIMEOUT_MS,
       clock: options.clock,
       signal,

@@ -246,7 +246,8 @@ describe('proxyBidirectional over TCP', () => {
       expect(listenerTotal(a) + listenerTotal(b)).toBe(listenersBefore);
     }
     for (const s of servers) await s.close();
-    await eventually(() => openTcpSockets() === baseline, `open TCP sockets back to ${baseline}`);
+    // Sockets of earlier tests may still be closing, so the count can end below the baseline.
+    await eventually(() => openTcpSockets() <= baseline, `open TCP sockets back to ${baseline}`);
   });
 });
 

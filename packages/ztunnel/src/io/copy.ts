@@ -18,10 +18,14 @@
  *   abort signal) resets the other side: a TCP socket gets an RST
  *   (resetAndDestroy), an HTTP/2 stream gets RST_STREAM(CANCEL). RST_STREAM
  *   with NO_ERROR is treated as end-of-stream, as ztunnel does.
- * - A side that closes after its own end-of-stream while the other direction
- *   still has data for it ("peer stopped reading", e.g. RST_STREAM after
- *   END_STREAM) ends that direction without error; what the other side still
- *   sends is discarded, as ztunnel does with a broken pipe.
+ * - A side that closes cleanly after its own end-of-stream while the other
+ *   side has not finished sending ("peer stopped reading", e.g. RST_STREAM
+ *   after END_STREAM) ends that direction without error; what the other side
+ *   still sends is discarded, as ztunnel does with a broken pipe.
+ * - Sockets: both sides are switched to allowHalfOpen (a TCP socket created
+ *   without it would end its write side as soon as its read side ended).
+ * - Linux detail worth knowing when testing: an RST arriving while the reader
+ *   still has unread bytes queued is reported as those bytes and then EOF.
  * - Buffers: Node hands over the chunks its sources produce (TCP reads of up
  *   to 64 KiB, HTTP/2 DATA frames up to the frame size) and they are written
  *   through without copying, so ztunnel's adaptive 1 KiB → 16 KiB → 256 KiB

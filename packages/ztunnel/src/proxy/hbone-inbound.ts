@@ -18,12 +18,13 @@ import { baggageForWorkload, encodeBaggage, formatAuthority, type HboneAuthority
 import type { ConnectHandler, ConnectRequest } from '../hbone/server.js';
 import { planInbound, type Authority } from '../inbound/plan.js';
 import { proxyBidirectional } from '../io/copy.js';
+import { copyOutcome } from './copy-outcome.js';
 import { encodeProxyV2 } from '../io/proxy-protocol.js';
 import type { ConnectionResults } from '../metrics/connection-result.js';
 import type { DerivedWorkload } from '../metrics/traffic.js';
 import { formatAddress } from '../platform/sockets.js';
 import type { InboundContext } from './context.js';
-import { connectUpstream } from './upstream.js';
+import { connectUpstream, originalSource } from './upstream.js';
 
 export interface HboneInboundDeps extends InboundContext {
   readonly connections: ConnectionManager;
@@ -156,7 +157,7 @@ async function serveConnect(deps: HboneInboundDeps, req: ConnectRequest): Promis
       onBytes: (direction, n) => (direction === 'received' ? result.addReceived(n) : result.addSent(n)),
     });
     if (abort.signal.aborted && abort.signal.reason instanceof ProxyError) result.record(abort.signal.reason);
-    else result.record(copied.error === undefined ? undefined : new ProxyError('INTERNAL', copied.error.message));
+    else result.record(copyOutcome(copied));
   } finally {
     tracked.release();
   }
@@ -166,17 +167,6 @@ function earlyDeny(req: ConnectRequest, log: InboundContext['log'], err: ProxyEr
   const d = ERROR_DISPOSITIONS[err.code];
   log.warn({ src: formatAddress(req.remote), dst: formatAuthority(req.request.authority), error: err.message, code: err.code }, 'connection failed');
   req.reject(d.httpStatus ?? 503, err.message);
-}
-
-/**
- * ztunnel connects to the app from the client's own address (IP_TRANSPARENT),
- * so the app sees the real client. Without the capture module's transparent
- * sockets we can still do that when the client address is local to this host
- * and of the same family — always the case on loopback (dev, tests, quick start).
- */
-function originalSource(clientIp: string, upstreamIp: string): string | undefined {
-  const loopback = (ip: string) => ip.startsWith('127.') || ip === '::1';
-  return loopback(clientIp) && loopback(upstreamIp) && clientIp.includes(':') === upstreamIp.includes(':') ? clientIp : undefined;
 }
 
 function sourceWorkload(snapshot: Snapshot, network: string, ip: string): Workload | undefined {

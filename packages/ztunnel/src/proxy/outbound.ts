@@ -18,6 +18,7 @@ import { baggageForWorkload, encodeConnectRequest, newTraceparent, parseHostPort
 import { expectedIdentityVerifier, openInnerHbone } from '../hbone/client.js';
 import type { HbonePool } from '../hbone/pool.js';
 import { proxyBidirectional } from '../io/copy.js';
+import { copyOutcome } from './copy-outcome.js';
 import type { ConnectionResults } from '../metrics/connection-result.js';
 import { planOutbound, type OutboundPlan } from '../outbound/plan.js';
 import { formatAddress, type SocketAddress, type SocketFactory } from '../platform/sockets.js';
@@ -107,7 +108,7 @@ async function carryOut(deps: OutboundDeps, c: OutboundConnection, plan: Exclude
     clock: deps.clock,
     onBytes: (direction, n) => (direction === 'received' ? result.addReceived(n) : result.addSent(n)),
   });
-  result.record(copied.error === undefined ? undefined : new ProxyError('INTERNAL', copied.error.message));
+  result.record(copyOutcome(copied));
 }
 
 async function establish(deps: OutboundDeps, c: OutboundConnection, plan: Exclude<OutboundPlan, { kind: 'reject' }>, log: Logger): Promise<Duplex> {

@@ -11,11 +11,13 @@ import { describeDecision, evaluate } from '../authz/evaluate.js';
 import type { ConnectionManager } from '../connection-manager.js';
 import { ProxyError, asProxyError } from '../errors.js';
 import { proxyBidirectional } from '../io/copy.js';
+import { copyOutcome } from './copy-outcome.js';
 import type { ConnectionResults } from '../metrics/connection-result.js';
+import { destinationServiceFor } from '../inbound/plan.js';
 import { isIllegalPort } from '../ports.js';
 import { formatAddress, peerAddress, type OriginalDestination } from '../platform/sockets.js';
 import type { InboundContext } from './context.js';
-import { connectUpstream } from './upstream.js';
+import { connectUpstream, originalSource } from './upstream.js';
 
 export interface PlaintextInboundDeps extends InboundContext {
   readonly connections: ConnectionManager;
@@ -53,6 +55,8 @@ export async function servePlaintextInbound(deps: PlaintextInboundDeps, socket: 
       reporter: 'destination',
       source: snapshot.workloadByAddress(deps.network, peer.ip),
       destination: local,
+      // ztunnel guess_inbound_service: the first of the workload's services whose port maps to this one.
+      destinationService: destinationServiceFor(local, undefined, target.port, snapshot),
       securityPolicy: 'unknown',
     },
   });
@@ -71,19 +75,30 @@ export async function servePlaintextInbound(deps: PlaintextInboundDeps, socket: 
     }
     let upstream;
     try {
-      upstream = await connectUpstream({ sockets: deps.sockets, clock: deps.clock, timeoutMs: deps.connectTimeoutMs, to: target, signal: abort.signal });
+      upstream = await connectUpstream({
+        sockets: deps.sockets,
+        clock: deps.clock,
+        timeoutMs: deps.connectTimeoutMs,
+        to: target,
+        localAddress: originalSource(peer.ip, target.ip),
+        signal: abort.signal,
+      });
     } catch (err) {
       result.record(asProxyError(err));
       socket.destroy();
       return;
     }
-    const copied = await proxyBidirectional(socket, upstream, {
+    const copying = proxyBidirectional(socket, upstream, {
       clock: deps.clock,
       signal: abort.signal,
       onBytes: (direction, n) => (direction === 'received' ? result.addReceived(n) : result.addSent(n)),
     });
+    // The socket was paused on accept so nothing is read before the checks; the copy
+    // only attaches 'data' listeners, which do not restart an explicitly paused stream.
+    socket.resume();
+    const copied = await copying;
     if (abort.signal.aborted && abort.signal.reason instanceof ProxyError) result.record(abort.signal.reason);
-    else result.record(copied.error === undefined ? undefined : new ProxyError('INTERNAL', copied.error.message));
+    else result.record(copyOutcome(copied));
   } finally {
     tracked.release();
   }

@@ -46,3 +46,15 @@ export function connectUpstream(o: UpstreamConnectOptions): Promise<Socket> {
     else o.signal?.addEventListener('abort', onAbort, { once: true });
   });
 }
+
+/**
+ * The local address to connect to an app from, so the app sees the real
+ * client (ztunnel binds the client's address with IP_TRANSPARENT, on both
+ * 15008 and 15006). Without the capture module's transparent sockets we can
+ * still do that when the client address is local to this host and of the
+ * same family — always the case on loopback (dev, tests, quick start).
+ */
+export function originalSource(clientIp: string, upstreamIp: string): string | undefined {
+  const loopback = (ip: string) => ip.startsWith('127.') || ip === '::1';
+  return loopback(clientIp) && loopback(upstreamIp) && clientIp.includes(':') === upstreamIp.includes(':') ? clientIp : undefined;
+}

@@ -58,22 +58,6 @@ export function connectTcp(port: number): Promise<Socket> {
   });
 }
 
-/** Two connected TCP sockets: [client side, server side]. */
-export async function tcpPair(): Promise<{ client: Socket; server: Socket; close(): Promise<void> }> {
-  const srv = await startTcpServer(() => {});
-  const client = await connectTcp(srv.port);
-  client.on('error', () => {});
-  const server = await srv.nextConnection(1);
-  return {
-    client,
-    server,
-    async close() {
-      client.destroy();
-      await srv.close();
-    },
-  };
-}
-
 export interface FreezableRelay {
   readonly port: number;
   /** Stops forwarding in both directions for every current connection (nothing is closed; later connections flow). */
@@ -126,9 +110,4 @@ export async function eventually(check: () => boolean, what: string, timeoutMs =
 /** TCP sockets (client and server side) currently open in this process. */
 export function openTcpSockets(): number {
   return process.getActiveResourcesInfo().filter((r) => r === 'TCPSocketWrap').length;
-}
-
-/** Resolves when `emitter` emits `event`. */
-export function once<T = unknown>(emitter: NodeJS.EventEmitter, event: string): Promise<T> {
-  return new Promise((resolve) => emitter.once(event, (v: T) => resolve(v)));
 }

@@ -2,35 +2,85 @@
  * Whole ztunnels in process (ztunnel's `direct` test tier): the real app from
  * buildApp with a real config parsed from env, against the local control
  * plane over TLS, with SOCKS5 standing in for traffic capture. Each ztunnel
- * binds its listeners on its own loopback address so several run side by side.
+ * binds its listeners on its own loopback address so several run side by side
+ * (each test FILE uses its own 127.0.N.x range so files can run in parallel).
+ *
+ * Besides starting ztunnels this module gives the tests what a user would use
+ * to look at one: its log lines (awaitable), its admin / metrics / readiness
+ * HTTP endpoints, a raw HBONE client (mTLS + HTTP/2 CONNECT with a certificate
+ * from the control plane's CA), TCP echo servers that count what reached
+ * them, and a TCP "gate" that makes the control plane unreachable on demand.
+ * Nothing here sleeps: waits are for events, with a timeout that fails the
+ * test and says what was seen.
  */
 import { once } from 'node:events';
 import { readFile } from 'node:fs/promises';
+import { request as httpRequest } from 'node:http';
+import http2, { type ClientHttp2Session, type ClientHttp2Stream, type IncomingHttpHeaders } from 'node:http2';
 import { connect, createServer, type Server, type Socket } from 'node:net';
-import { formatRejections, systemClock, systemRandom, type Env } from '@ambient/control';
+import tls from 'node:tls';
+import {
+  IstioCaClient,
+  formatRejections,
+  parseControlEnv,
+  systemClock,
+  systemRandom,
+  type Env,
+  type Snapshot,
+  type WorkloadCertificate,
+} from '@ambient/control';
 import type { TestControlPlane } from '@ambient/control/testing';
 import { createLogger } from '../../src/access-log.js';
 import { buildApp, type App } from '../../src/app.js';
 import { parseConfig } from '../../src/config.js';
-import { nodeSocketFactory } from '../../src/platform/sockets.js';
+import { nodeSocketFactory, type OriginalDestination } from '../../src/platform/sockets.js';
+
+/** How long an awaited event may take before the test fails with what was seen. */
+export const WAIT_MS = 10_000;
+
+/** One parsed JSON log line. */
+export type LogRecord = Record<string, unknown> & { readonly message?: string; readonly level?: string };
 
 export interface ZtunnelUnderTest {
   readonly app: App;
   readonly ip: string;
+  /** Raw JSON log lines, in order. */
   readonly logs: string[];
+  /** Every log line parsed. */
+  records(): LogRecord[];
+  /** The first log line (already written or still to come) matching `predicate`. */
+  waitForLog(predicate: (r: LogRecord) => boolean, what: string, timeoutMs?: number): Promise<LogRecord>;
+  /** GET on one of its HTTP servers (`admin`, `stats`, `readiness`). */
+  get(server: 'admin' | 'stats' | 'readiness', path: string): Promise<HttpReply>;
   close(): Promise<void>;
 }
 
-export async function startZtunnel(
-  cp: TestControlPlane,
-  o: { ip: string; workload: { namespace: string; name: string; serviceAccount: string }; env?: Env },
-): Promise<ZtunnelUnderTest> {
+export interface WorkloadRef {
+  readonly namespace: string;
+  readonly name: string;
+  readonly serviceAccount: string;
+}
+
+export interface StartZtunnelOptions {
+  readonly ip: string;
+  readonly workload: WorkloadRef;
+  readonly env?: Env;
+  /** Wait until the data-plane listeners are up (after the first sync). Default true. */
+  readonly waitForProxies?: boolean;
+  /** Stands in for SO_ORIGINAL_DST on the 15001 / 15006 listeners (default: the socket's local address). */
+  readonly originalDestination?: OriginalDestination;
+  /** XDS_ADDRESS / CA_ADDRESS (default the control plane's own URL). */
+  readonly controlPlaneUrl?: string;
+}
+
+export async function startZtunnel(cp: TestControlPlane, o: StartZtunnelOptions): Promise<ZtunnelUnderTest> {
   // Dedicated mode: the proxy runs as the workload and presents the workload's own token
   // (no impersonation, as ztunnel outside shared mode).
   const token = cp.token({ namespace: o.workload.namespace, serviceAccount: o.workload.serviceAccount, node: 'node-a' });
+  const url = o.controlPlaneUrl ?? cp.url;
   const env: Env = {
-    XDS_ADDRESS: cp.url,
-    CA_ADDRESS: cp.url,
+    XDS_ADDRESS: url,
+    CA_ADDRESS: url,
     XDS_ROOT_CA: cp.rootCaPem,
     CA_ROOT_CA: cp.rootCaPem,
     AUTH_TOKEN: token,
@@ -54,7 +104,31 @@ export async function startZtunnel(
   const parsed = parseConfig(env, { fileExists: () => false, cpuCount: 2 }, []);
   if (!parsed.ok) throw new Error(formatRejections(parsed.errors));
   const logs: string[] = [];
-  const logger = createLogger({ format: 'json', level: 'info', destination: { write: (l: string) => void logs.push(l) } });
+  const waiters: Array<{ predicate: (r: LogRecord) => boolean; resolve: (r: LogRecord) => void }> = [];
+  const parse = (line: string): LogRecord | undefined => {
+    try {
+      return JSON.parse(line) as LogRecord;
+    } catch {
+      return undefined;
+    }
+  };
+  const logger = createLogger({
+    format: 'json',
+    level: process.env['ZT_TEST_LOG_LEVEL'] ?? 'info',
+    destination: {
+      write: (line: string) => {
+        logs.push(line);
+        const rec = parse(line);
+        if (rec === undefined) return;
+        for (const w of [...waiters]) {
+          if (w.predicate(rec)) {
+            waiters.splice(waiters.indexOf(w), 1);
+            w.resolve(rec);
+          }
+        }
+      },
+    },
+  });
   const app = await buildApp(parsed.value, {
     clock: systemClock,
     random: systemRandom,
@@ -62,30 +136,113 @@ export async function startZtunnel(
     env,
     readFile: (p) => readFile(p),
     sockets: nodeSocketFactory,
+    ...(o.originalDestination ? { originalDestination: o.originalDestination } : {}),
   });
-  const slow = setTimeout(() => process.stderr.write(`ztunnel ${o.ip} not started after 3s:\n${logs.join('')}`), 3000);
-  await app.proxiesStarted;
-  clearTimeout(slow);
+  const dumpLogs = () => {
+    if (process.env['ZT_TEST_LOGS']) process.stderr.write(`--- ztunnel ${o.ip}\n${logs.join('')}`);
+  };
+  if (o.waitForProxies ?? true) {
+    try {
+      await withTimeout(app.proxiesStarted, WAIT_MS, () => `ztunnel ${o.ip} did not start its proxies:\n${logs.join('')}`);
+    } catch (err) {
+      await app.close();
+      throw err;
+    }
+  }
+  const records = () => logs.map(parse).filter((r): r is LogRecord => r !== undefined);
   return {
     app,
     ip: o.ip,
     logs,
+    records,
+    waitForLog: (predicate, what, timeoutMs = WAIT_MS) => {
+      const found = records().find(predicate);
+      if (found) return Promise.resolve(found);
+      let waiter: (typeof waiters)[number] | undefined;
+      const p = new Promise<LogRecord>((resolve) => {
+        waiter = { predicate, resolve };
+        waiters.push(waiter);
+      });
+      return withTimeout(p, timeoutMs, () => {
+        if (waiter) waiters.splice(waiters.indexOf(waiter), 1);
+        return `ztunnel ${o.ip}: no log line ${what} within ${timeoutMs} ms; lines:\n${logs.join('')}`;
+      });
+    },
+    get: (server, path) => {
+      const addr = app.addresses[server];
+      if (addr === undefined) return Promise.reject(new Error(`ztunnel ${o.ip} has no ${server} server`));
+      return httpGet(`http://${addr}${path}`);
+    },
     close: async () => {
-      if (process.env['ZT_TEST_LOGS']) process.stderr.write(`--- ztunnel ${o.ip}\n${logs.join('')}`);
+      dumpLogs();
       await app.close();
     },
   };
 }
 
-/** A TCP echo server that also reports the peer address it saw for each connection. */
-export async function startEcho(ip: string, port: number): Promise<{ server: Server; peers: string[]; close(): Promise<void> }> {
+/** Resolves once the ztunnel's own workload state satisfies `predicate` (checked now and after every store write). */
+export function waitForState(zt: ZtunnelUnderTest, predicate: (s: Snapshot) => boolean, what: string): Promise<void> {
+  const store = zt.app.discovery.store;
+  if (predicate(store.snapshot())) return Promise.resolve();
+  let unsubscribe: () => void = () => {};
+  const p = new Promise<void>((resolve) => {
+    unsubscribe = store.subscribe((_change, snapshot) => {
+      if (predicate(snapshot)) resolve();
+    });
+  });
+  return withTimeout(p, WAIT_MS, () => `ztunnel ${zt.ip}: its workload state never had ${what}`).finally(() => unsubscribe());
+}
+
+/** Rejects with `describe()` unless `p` settles within `ms`. */
+export function withTimeout<T>(p: Promise<T>, ms: number, describe: () => string): Promise<T> {
+  let timer: ReturnType<typeof setTimeout> | undefined;
+  const timeout = new Promise<never>((_, reject) => {
+    timer = setTimeout(() => reject(new Error(describe())), ms);
+  });
+  return Promise.race([p, timeout]).finally(() => clearTimeout(timer));
+}
+
+export interface HttpReply {
+  readonly status: number;
+  readonly headers: Record<string, string | string[] | undefined>;
+  readonly body: string;
+}
+
+export function httpGet(url: string): Promise<HttpReply> {
+  return new Promise((resolve, reject) => {
+    const req = httpRequest(url, { method: 'GET', agent: false }, (res) => {
+      const chunks: Buffer[] = [];
+      res.on('data', (d: Buffer) => chunks.push(d));
+      res.on('end', () => resolve({ status: res.statusCode ?? 0, headers: res.headers, body: Buffer.concat(chunks).toString('utf8') }));
+      res.on('error', reject);
+    });
+    req.on('error', reject);
+    req.end();
+  });
+}
+
+export interface Echo {
+  readonly server: Server;
+  /** The peer address of each accepted connection, in order. */
+  readonly peers: string[];
+  /** Total bytes received over all connections. */
+  readonly received: () => number;
+  close(): Promise<void>;
+}
+
+/** A TCP echo server that also reports the peer address it saw for each connection and the bytes it received. */
+export async function startEcho(ip: string, port: number): Promise<Echo> {
   const peers: string[] = [];
+  let received = 0;
   const sockets = new Set<Socket>();
   const server = createServer({ allowHalfOpen: true }, (s) => {
     sockets.add(s);
     s.on('close', () => sockets.delete(s));
     peers.push(`${s.remoteAddress}`);
     s.on('error', () => {});
+    s.on('data', (d: Buffer) => {
+      received += d.length;
+    });
     s.pipe(s);
   });
   server.listen(port, ip);
@@ -93,6 +250,7 @@ export async function startEcho(ip: string, port: number): Promise<{ server: Ser
   return {
     server,
     peers,
+    received: () => received,
     close: () =>
       new Promise((resolve) => {
         for (const s of sockets) s.destroy();
@@ -143,4 +301,226 @@ export async function roundTrip(socket: Socket, payload: Buffer): Promise<Buffer
   socket.end(payload);
   await once(socket, 'end');
   return Buffer.concat(chunks);
+}
+
+/** Writes `payload` (without ending) and resolves with the echo of exactly that many bytes. */
+export async function echoOnce(socket: Socket, payload: Buffer): Promise<Buffer> {
+  const p = readExactly(socket, payload.length);
+  socket.write(payload);
+  return p;
+}
+
+/** Resolves when the socket is closed (already closed included), however it ended (FIN, RST, error). */
+export function closed(socket: Socket, timeoutMs = WAIT_MS): Promise<void> {
+  if (socket.closed) return Promise.resolve();
+  socket.on('error', () => {});
+  socket.resume(); // a closed peer is only noticed by reading
+  return withTimeout(new Promise<void>((resolve) => socket.once('close', () => resolve())), timeoutMs, () => 'the socket was not closed');
+}
+
+/**
+ * A workload certificate for `subject`, issued by the control plane's CA the
+ * way a dedicated-mode proxy asks for its own (token of that identity, no
+ * impersonation).
+ */
+export async function issueCertificate(cp: TestControlPlane, subject: { namespace: string; serviceAccount: string }, ttlSeconds = 3600): Promise<WorkloadCertificate> {
+  const env: Env = {
+    CA_ADDRESS: cp.url,
+    XDS_ADDRESS: cp.url,
+    CA_ROOT_CA: cp.rootCaPem,
+    XDS_ROOT_CA: cp.rootCaPem,
+    AUTH_TOKEN: cp.token({ ...subject, node: 'node-a' }),
+    POD_NAMESPACE: subject.namespace,
+  };
+  const control = parseControlEnv(env, { fileExists: () => false });
+  if (!control.ok) throw new Error(formatRejections(control.errors));
+  const c = control.value;
+  const client = await IstioCaClient.create({
+    connection: { address: cp.url, roots: c.caRootCa, altHostname: undefined },
+    auth: { token: c.auth, clusterId: c.clusterId, extraHeaders: [] },
+    clock: systemClock,
+    readFile: (p) => readFile(p),
+    impersonate: false,
+    ttlSeconds,
+  });
+  if (!client.ok) throw new Error(formatRejections(client.errors));
+  try {
+    return await client.value.fetch({ trustDomain: cp.trustDomain, namespace: subject.namespace, serviceAccount: subject.serviceAccount });
+  } finally {
+    client.value.close();
+  }
+}
+
+export interface RawHboneAnswer {
+  readonly status: number;
+  readonly headers: IncomingHttpHeaders;
+  /** The request stream (reading yields the tunnel's bytes after a 200). */
+  readonly stream: ClientHttp2Stream;
+}
+
+export interface RawHboneClient {
+  readonly session: ClientHttp2Session;
+  /** The server's leaf certificate as presented in the handshake. */
+  readonly peerCertificate: tls.PeerCertificate;
+  /**
+   * Sends one request (CONNECT unless `method` says otherwise) and, before any
+   * answer, `earlyData` on the stream; resolves with the response status.
+   */
+  request(authority: string, o?: { method?: string; earlyData?: Buffer; headers?: Record<string, string> }): Promise<RawHboneAnswer>;
+  close(): Promise<void>;
+}
+
+/**
+ * A raw HBONE client: TLS 1.3 with the given workload certificate, ALPN h2,
+ * the control plane's roots, and node:http2 on top. It checks nothing about
+ * the server's identity beyond the roots (tests look at `peerCertificate`).
+ */
+export async function rawHboneClient(to: { ip: string; port: number }, cert: WorkloadCertificate, localAddress?: string): Promise<RawHboneClient> {
+  const socket = tls.connect({
+    host: to.ip,
+    port: to.port,
+    ...(localAddress !== undefined ? { localAddress } : {}),
+    key: cert.privateKeyPem,
+    cert: cert.chainPem.join(''),
+    ca: [...cert.rootsPem],
+    ALPNProtocols: ['h2'],
+    minVersion: 'TLSv1.3',
+    maxVersion: 'TLSv1.3',
+    checkServerIdentity: () => undefined,
+  });
+  socket.on('error', () => {});
+  await withTimeout(once(socket, 'secureConnect'), WAIT_MS, () => `TLS handshake with ${to.ip}:${to.port} did not complete`);
+  const peerCertificate = socket.getPeerCertificate();
+  const session = http2.connect(`https://${to.ip}:${to.port}`, { createConnection: () => socket });
+  session.on('error', () => {});
+  await withTimeout(once(session, 'connect'), WAIT_MS, () => `HTTP/2 session with ${to.ip}:${to.port} did not start`);
+  return {
+    session,
+    peerCertificate,
+    request: (authority, o = {}) => {
+      const method = o.method ?? 'CONNECT';
+      const headers: http2.OutgoingHttpHeaders =
+        method === 'CONNECT'
+          ? { ':method': 'CONNECT', ':authority': authority, ...o.headers }
+          : { ':method': method, ':authority': authority, ':scheme': 'https', ':path': '/', ...o.headers };
+      const stream = session.request(headers, { endStream: false });
+      stream.on('error', () => {});
+      if (o.earlyData) stream.write(o.earlyData);
+      const answer = new Promise<RawHboneAnswer>((resolve, reject) => {
+        stream.once('response', (h: IncomingHttpHeaders) => resolve({ status: Number(h[':status']), headers: h, stream }));
+        stream.once('close', () => reject(new Error(`stream for ${authority} closed without a response (rst code ${stream.rstCode})`)));
+      });
+      return withTimeout(answer, WAIT_MS, () => `no response to ${method} ${authority}`);
+    },
+    close: async () => {
+      if (session.destroyed) return;
+      const done = once(session, 'close').then(() => undefined);
+      session.destroy();
+      socket.destroy();
+      await done;
+    },
+  };
+}
+
+/** Reads a stream to its end. */
+export async function readAll(stream: NodeJS.ReadableStream): Promise<Buffer> {
+  const chunks: Buffer[] = [];
+  for await (const chunk of stream) chunks.push(Buffer.isBuffer(chunk) ? chunk : Buffer.from(chunk as string));
+  return Buffer.concat(chunks);
+}
+
+/**
+ * A TCP forwarder in front of the control plane that can be shut: while shut,
+ * every connection is reset at once (the control plane is unreachable); once
+ * opened, connections are piped to the target.
+ */
+export interface Gate {
+  readonly port: number;
+  /** Connections refused while shut. */
+  readonly refused: () => number;
+  /** Resolves when at least `n` connections have been refused. */
+  refusedAtLeast(n: number): Promise<void>;
+  open(): void;
+  close(): Promise<void>;
+}
+
+export async function startGate(target: { host: string; port: number }): Promise<Gate> {
+  let isOpen = false;
+  let refused = 0;
+  const waiters: Array<{ n: number; resolve: () => void }> = [];
+  const sockets = new Set<Socket>();
+  const server = createServer((client) => {
+    sockets.add(client);
+    client.on('close', () => sockets.delete(client));
+    client.on('error', () => {});
+    if (!isOpen) {
+      refused++;
+      client.resetAndDestroy();
+      for (const w of [...waiters]) {
+        if (refused >= w.n) {
+          waiters.splice(waiters.indexOf(w), 1);
+          w.resolve();
+        }
+      }
+      return;
+    }
+    const upstream = connect({ host: target.host, port: target.port });
+    sockets.add(upstream);
+    upstream.on('close', () => sockets.delete(upstream));
+    upstream.on('error', () => client.destroy());
+    client.on('close', () => upstream.destroy());
+    upstream.on('close', () => client.destroy());
+    client.pipe(upstream);
+    upstream.pipe(client);
+  });
+  server.listen(0, '127.0.0.1');
+  await once(server, 'listening');
+  const port = (server.address() as { port: number }).port;
+  return {
+    port,
+    refused: () => refused,
+    refusedAtLeast: (n) =>
+      refused >= n
+        ? Promise.resolve()
+        : withTimeout(new Promise<void>((resolve) => waiters.push({ n, resolve })), WAIT_MS * 2, () => `only ${refused} of ${n} connections reached the gate`),
+    open: () => {
+      isOpen = true;
+    },
+    close: () =>
+      new Promise((resolve) => {
+        for (const s of sockets) s.destroy();
+        server.close(() => resolve());
+      }),
+  };
+}
+
+/** Connects and reports whether the port accepted (true) or refused (false). */
+export function tcpAccepts(ip: string, port: number): Promise<boolean> {
+  return new Promise((resolve) => {
+    const s = connect({ host: ip, port });
+    s.once('connect', () => {
+      s.destroy();
+      resolve(true);
+    });
+    s.once('error', () => resolve(false));
+  });
+}
+
+/** Prometheus samples of `name` whose labels include every pair in `labels`. */
+export function samples(body: string, name: string, labels: Record<string, string> = {}): Array<{ labels: Record<string, string>; value: number }> {
+  const out: Array<{ labels: Record<string, string>; value: number }> = [];
+  for (const line of body.split('\n')) {
+    if (line.startsWith('#')) continue;
+    const m = /^([a-zA-Z_:][a-zA-Z0-9_:]*)(?:\{(.*)\})?\s+(\S+)/.exec(line);
+    if (!m || m[1] !== name) continue;
+    const parsed: Record<string, string> = {};
+    for (const lm of (m[2] ?? '').matchAll(/([a-zA-Z_][a-zA-Z0-9_]*)="((?:[^"\\]|\\.)*)"/g)) parsed[lm[1] as string] = lm[2] as string;
+    if (Object.entries(labels).every(([k, v]) => parsed[k] === v)) out.push({ labels: parsed, value: Number(m[3]) });
+  }
+  return out;
+}
+
+/** The sum of matching samples. */
+export function sampleSum(body: string, name: string, labels: Record<string, string> = {}): number {
+  return samples(body, name, labels).reduce((a, s) => a + s.value, 0);
 }
