@@ -270,6 +270,7 @@ export async function buildApp(config: ZtunnelConfig, deps: AppDeps): Promise<Ap
       random: deps.random,
       connectTimeoutMs: config.connectTimeoutMs,
       results,
+      connections,
       log: plog.child({ component: 'outbound' }),
     };
     const sourceWorkload = () => localWorkload(store.snapshot());
@@ -329,7 +330,8 @@ export async function buildApp(config: ZtunnelConfig, deps: AppDeps): Promise<Ap
     log.info({ deadlineMs: config.terminationDeadlineMs }, 'draining: no new connections; waiting for open ones');
     const deadline = clock.monotonic() + config.terminationDeadlineMs;
     await Promise.allSettled(stopAccepting.map((f) => f()).map((p) => withDeadline(p, deadline)));
-    await pool.drain().catch(() => {});
+    // Pooled HBONE connections close once their streams end; never wait past the deadline.
+    await withDeadline(pool.drain().catch(() => {}), deadline);
     while (connections.size > 0 && clock.monotonic() < deadline) {
       await clock.sleep(Math.min(50, Math.max(1, deadline - clock.monotonic())));
     }
@@ -361,7 +363,8 @@ export async function buildApp(config: ZtunnelConfig, deps: AppDeps): Promise<Ap
   // Data-plane proxies start only after the first full sync (fail closed on an empty policy state).
   const proxiesStarted = wds.ready.then(async () => {
     releaseStateManager();
-    if (!config.enableProxy) return;
+    // Closed or draining before the first sync: never bind listeners nobody will close.
+    if (!config.enableProxy || draining !== undefined) return;
     if (config.proxyMode === 'dedicated') {
       await startDedicatedProxy();
     } else {

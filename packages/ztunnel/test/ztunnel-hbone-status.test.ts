@@ -83,7 +83,8 @@ async function expectRefused(
   expect(app.received() + deniedApp.received()).toBe(before.bytes);
 }
 
-const hasCode = (code: string) => (r: LogRecord) => r['code'] === code && typeof r['reason'] === 'string' || (r['code'] === code && typeof r['error'] === 'string');
+/** A refusal log line with this code and a sentence saying what was wrong. */
+const hasCode = (code: string) => (r: LogRecord) => r['code'] === code && (typeof r['reason'] === 'string' || typeof r['error'] === 'string');
 const errorIncludes = (text: string) => (r: LogRecord) => r.message === 'connection complete' && typeof r['error'] === 'string' && r['error'].includes(text);
 
 describe('HBONE failure statuses of a whole ztunnel', () => {

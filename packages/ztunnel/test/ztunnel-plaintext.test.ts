@@ -21,7 +21,6 @@ import {
   startEcho,
   startZtunnel,
   waitForState,
-  type ZtunnelUnderTest,
 } from './support/ztunnel-harness.js';
 
 const CLIENT_IP = '127.0.12.20';

@@ -4,7 +4,9 @@
  * this module acts — HBONE through the pool, double HBONE (outer pooled
  * tunnel to the network gateway, inner TLS + CONNECT not pooled), plain TCP,
  * or passthrough — then copies bytes both ways and records metrics and the
- * access log once. `ready()` is called only when the upstream leg is
+ * access log once. Each connection is tracked in the connection manager from
+ * before its dial, so a drain waits for it and a forced drain cuts it.
+ * `ready()` is called only when the upstream leg is
  * established (SOCKS5 answers success then; 15001 ignores it), and `fail()`
  * when it could not be.
  */
@@ -13,6 +15,7 @@ import type { Duplex } from 'node:stream';
 import type { Clock, Random, Snapshot, Store, Workload, WorkloadCertificate, Identity } from '@ambient/control';
 import { identityToString } from '@ambient/control';
 import type { Logger } from 'pino';
+import type { ConnectionManager } from '../connection-manager.js';
 import { ProxyError, asProxyError } from '../errors.js';
 import { baggageForWorkload, encodeConnectRequest, newTraceparent, parseHostPort } from '../hbone/headers.js';
 import { expectedIdentityVerifier, openInnerHbone } from '../hbone/client.js';
@@ -36,6 +39,8 @@ export interface OutboundDeps {
   readonly random: Random;
   readonly connectTimeoutMs: number;
   readonly results: ConnectionResults;
+  /** Live connections: a drain waits for outbound ones too, and a forced drain closes them. */
+  readonly connections: ConnectionManager;
   readonly log: Logger;
 }
 
@@ -93,22 +98,50 @@ async function carryOut(deps: OutboundDeps, c: OutboundConnection, plan: Exclude
     },
   });
 
-  let upstream: Duplex;
+  // Tracked from before the dial, so a drain waits for it and a forced drain can cut it.
+  // Outbound connections carry no policy here (authorization is the destination's).
+  const abort = new AbortController();
+  const tracked = deps.connections.track(
+    {
+      direction: 'outbound',
+      src: c.peer,
+      originalDst: c.origDst,
+      actualDst: dst,
+      protocol: mtls ? 'HBONE' : 'TCP',
+      srcIdentity: mtls ? c.source.identity : undefined,
+      policyWorkloadUid: undefined,
+    },
+    (err) => abort.abort(err),
+  );
   try {
-    upstream = await establish(deps, c, plan, log);
-  } catch (err) {
-    const e = asProxyError(err);
-    log.warn({ error: e.message, code: e.code }, 'outbound upstream failed');
-    result.record(e);
-    c.fail(e);
-    return;
+    let upstream: Duplex;
+    try {
+      upstream = await establish(deps, c, plan, log);
+    } catch (err) {
+      const e = asProxyError(err);
+      log.warn({ error: e.message, code: e.code }, 'outbound upstream failed');
+      result.record(e);
+      c.fail(e);
+      return;
+    }
+    if (abort.signal.aborted) {
+      upstream.destroy();
+      const e = abort.signal.reason instanceof ProxyError ? abort.signal.reason : new ProxyError('DRAINING', 'closed before the upstream was established');
+      result.record(e);
+      c.fail(e);
+      return;
+    }
+    c.ready();
+    const copied = await proxyBidirectional(c.socket, upstream, {
+      clock: deps.clock,
+      signal: abort.signal,
+      onBytes: (direction, n) => (direction === 'received' ? result.addReceived(n) : result.addSent(n)),
+    });
+    if (abort.signal.aborted && abort.signal.reason instanceof ProxyError) result.record(abort.signal.reason);
+    else result.record(copyOutcome(copied));
+  } finally {
+    tracked.release();
   }
-  c.ready();
-  const copied = await proxyBidirectional(c.socket, upstream, {
-    clock: deps.clock,
-    onBytes: (direction, n) => (direction === 'received' ? result.addReceived(n) : result.addSent(n)),
-  });
-  result.record(copyOutcome(copied));
 }
 
 async function establish(deps: OutboundDeps, c: OutboundConnection, plan: Exclude<OutboundPlan, { kind: 'reject' }>, log: Logger): Promise<Duplex> {

@@ -389,11 +389,18 @@ export async function rawHboneClient(to: { ip: string; port: number }, cert: Wor
     checkServerIdentity: () => undefined,
   });
   socket.on('error', () => {});
-  await withTimeout(once(socket, 'secureConnect'), WAIT_MS, () => `TLS handshake with ${to.ip}:${to.port} did not complete`);
+  let session: ClientHttp2Session | undefined;
+  try {
+    await withTimeout(once(socket, 'secureConnect'), WAIT_MS, () => `TLS handshake with ${to.ip}:${to.port} did not complete`);
+    session = http2.connect(`https://${to.ip}:${to.port}`, { createConnection: () => socket });
+    session.on('error', () => {});
+    await withTimeout(once(session, 'connect'), WAIT_MS, () => `HTTP/2 session with ${to.ip}:${to.port} did not start`);
+  } catch (err) {
+    session?.destroy();
+    socket.destroy();
+    throw err;
+  }
   const peerCertificate = socket.getPeerCertificate();
-  const session = http2.connect(`https://${to.ip}:${to.port}`, { createConnection: () => socket });
-  session.on('error', () => {});
-  await withTimeout(once(session, 'connect'), WAIT_MS, () => `HTTP/2 session with ${to.ip}:${to.port} did not start`);
   return {
     session,
     peerCertificate,
