@@ -153,6 +153,20 @@ describe('CertManager', () => {
     expect(clock.pendingTimers()).toEqual([5000]);
   });
 
+  it('never schedules a refresh in the past for a back-dated certificate (no CSR storm)', async () => {
+    const { clock, fetcher, manager } = setup();
+    // Back-dated by 60 s with 10 s left: the half-life (T0 - 25 s) has passed already.
+    const backdated = cert(A, T0 - 60_000, 70_000);
+    void manager.fetchCertificate(A);
+    fetcher.last().resolve(backdated);
+    await clock.flush();
+    expect(clock.pendingTimers()).toEqual([5000]); // half of the remaining 10 s
+    await clock.advance(4999);
+    expect(fetcher.calls).toHaveLength(1);
+    await clock.advance(1);
+    expect(fetcher.calls).toHaveLength(2);
+  });
+
   it('keeps serving a valid certificate when renewal fails, retries at min(backoff, expiry), then fails closed after expiry (F-06)', async () => {
     const { clock, fetcher, manager } = setup();
     const c = cert(A, T0, 4000); // half-life at +2000, expiry at +4000

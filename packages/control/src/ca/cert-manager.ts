@@ -4,7 +4,11 @@
  *
  * - One certificate per identity, shared by every caller; concurrent requests
  *   for an identity that is still initializing wait for the same fetch.
- * - Refresh at half-life, `notBefore + (notAfter - notBefore) / 2`.
+ * - Refresh at half-life, `notBefore + (notAfter - notBefore) / 2`; when that
+ *   is already past, at half of the remaining lifetime instead: a CA that back-dates
+ *   certificates (istiod: 2 minutes) and a short SECRET_TTL would otherwise put
+ *   the half-life in the past and make every refresh trigger another one at
+ *   once (a CSR storm; ztunnel's formula has this problem).
  * - On failure, a per-identity exponential backoff (500 ms, x2, ±20 % jitter,
  *   capped at 150 s, reset by a success). A still-valid certificate keeps being
  *   served and the retry happens at min(backoff, expiry); without one the state
@@ -334,7 +338,9 @@ export class CertManager {
     entry.state = { kind: 'Available', certificate: cert };
     entry.nextBackoffMs = undefined;
     entry.lastError = undefined;
-    const refreshAt = cert.notBefore + (cert.notAfter - cert.notBefore) / 2;
+    const now = this.#clock.now();
+    const halfLife = cert.notBefore + (cert.notAfter - cert.notBefore) / 2;
+    const refreshAt = halfLife > now ? halfLife : now + (cert.notAfter - now) / 2;
     this.#schedule(entry, refreshAt - this.#clock.now());
     this.#log?.info(
       { identity: entry.key, notAfter: new Date(cert.notAfter).toISOString(), refreshAt: new Date(refreshAt).toISOString() },

@@ -143,6 +143,9 @@ class BidirectionalCopy {
     }
     this.#wire(this.#a, this.#b);
     this.#wire(this.#b, this.#a);
+    // A side the caller paused (a socket held until its upstream was ready) flows from here on:
+    // 'data' listeners do not restart a stream that was paused explicitly.
+    for (const side of [this.#a, this.#b]) if (!side.stream.destroyed && side.stream.isPaused()) side.stream.resume();
 
     const signal = this.#options.signal;
     if (signal !== undefined) {

@@ -88,15 +88,12 @@ export async function servePlaintextInbound(deps: PlaintextInboundDeps, socket: 
       socket.destroy();
       return;
     }
-    const copying = proxyBidirectional(socket, upstream, {
+    // The socket was paused on accept so nothing is read before the checks; the copy resumes it.
+    const copied = await proxyBidirectional(socket, upstream, {
       clock: deps.clock,
       signal: abort.signal,
       onBytes: (direction, n) => (direction === 'received' ? result.addReceived(n) : result.addSent(n)),
     });
-    // The socket was paused on accept so nothing is read before the checks; the copy
-    // only attaches 'data' listeners, which do not restart an explicitly paused stream.
-    socket.resume();
-    const copied = await copying;
     if (abort.signal.aborted && abort.signal.reason instanceof ProxyError) result.record(abort.signal.reason);
     else result.record(copyOutcome(copied));
   } finally {
