@@ -86,7 +86,7 @@ describe('the ztunnel process', () => {
 
     const exited = exitOf(server.child);
     server.child.kill('SIGTERM');
-    const { code } = await withTimeout(exited, WAIT_MS, 'ztunnel exit after SIGTERM');
+    const { code } = await withTimeout(exited, WAIT_MS, () => 'ztunnel exit after SIGTERM');
     expect(code).toBe(0);
     expect(server.output()).toContain('shutting down gracefully');
     void client;
@@ -115,10 +115,10 @@ describe('the ztunnel process', () => {
         while (!client.output().includes('shutting down gracefully')) await new Promise((r) => setTimeout(r, 20));
       })(),
       WAIT_MS,
-      'drain start',
+      () => 'drain start',
     );
     client.child.kill('SIGINT');
-    const { code } = await withTimeout(exited, 5_000, 'ztunnel exit after a second signal');
+    const { code } = await withTimeout(exited, 5_000, () => 'ztunnel exit after a second signal');
     expect(code).toBe(130);
     expect(client.output()).toContain('second signal');
     void server;

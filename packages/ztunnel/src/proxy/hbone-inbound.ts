@@ -17,8 +17,7 @@ import { ERROR_DISPOSITIONS, ProxyError, asProxyError } from '../errors.js';
 import { baggageForWorkload, encodeBaggage, formatAuthority, type HboneAuthority } from '../hbone/headers.js';
 import type { ConnectHandler, ConnectRequest } from '../hbone/server.js';
 import { planInbound, type Authority } from '../inbound/plan.js';
-import { proxyBidirectional } from '../io/copy.js';
-import { copyOutcome } from './copy-outcome.js';
+import { relayAndRecord } from './relay.js';
 import { encodeProxyV2 } from '../io/proxy-protocol.js';
 import type { ConnectionResults } from '../metrics/connection-result.js';
 import type { DerivedWorkload } from '../metrics/traffic.js';
@@ -151,13 +150,7 @@ async function serveConnect(deps: HboneInboundDeps, req: ConnectRequest): Promis
     if (plan.proxyProtocol) {
       upstream.write(encodeProxyV2({ src, dst: plan.tunnelTarget ?? plan.target, peerIdentity: identityToString(req.peer.identity) }));
     }
-    const copied = await proxyBidirectional(tunnel, upstream, {
-      clock: deps.clock,
-      signal: abort.signal,
-      onBytes: (direction, n) => (direction === 'received' ? result.addReceived(n) : result.addSent(n)),
-    });
-    if (abort.signal.aborted && abort.signal.reason instanceof ProxyError) result.record(abort.signal.reason);
-    else result.record(copyOutcome(copied));
+    await relayAndRecord(tunnel, upstream, result, abort.signal, deps.clock);
   } finally {
     tracked.release();
   }

@@ -20,8 +20,7 @@ import { ProxyError, asProxyError } from '../errors.js';
 import { baggageForWorkload, encodeConnectRequest, newTraceparent, parseHostPort } from '../hbone/headers.js';
 import { expectedIdentityVerifier, openInnerHbone } from '../hbone/client.js';
 import type { HbonePool } from '../hbone/pool.js';
-import { proxyBidirectional } from '../io/copy.js';
-import { copyOutcome } from './copy-outcome.js';
+import { relayAndRecord } from './relay.js';
 import type { ConnectionResults } from '../metrics/connection-result.js';
 import { planOutbound, type OutboundPlan } from '../outbound/plan.js';
 import { formatAddress, type SocketAddress, type SocketFactory } from '../platform/sockets.js';
@@ -132,13 +131,7 @@ async function carryOut(deps: OutboundDeps, c: OutboundConnection, plan: Exclude
       return;
     }
     c.ready();
-    const copied = await proxyBidirectional(c.socket, upstream, {
-      clock: deps.clock,
-      signal: abort.signal,
-      onBytes: (direction, n) => (direction === 'received' ? result.addReceived(n) : result.addSent(n)),
-    });
-    if (abort.signal.aborted && abort.signal.reason instanceof ProxyError) result.record(abort.signal.reason);
-    else result.record(copyOutcome(copied));
+    await relayAndRecord(c.socket, upstream, result, abort.signal, deps.clock);
   } finally {
     tracked.release();
   }

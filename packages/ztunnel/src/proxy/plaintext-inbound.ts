@@ -10,8 +10,7 @@ import type { Socket } from 'node:net';
 import { describeDecision, evaluate } from '../authz/evaluate.js';
 import type { ConnectionManager } from '../connection-manager.js';
 import { ProxyError, asProxyError } from '../errors.js';
-import { proxyBidirectional } from '../io/copy.js';
-import { copyOutcome } from './copy-outcome.js';
+import { relayAndRecord } from './relay.js';
 import type { ConnectionResults } from '../metrics/connection-result.js';
 import { destinationServiceFor } from '../inbound/plan.js';
 import { isIllegalPort } from '../ports.js';
@@ -89,13 +88,7 @@ export async function servePlaintextInbound(deps: PlaintextInboundDeps, socket: 
       return;
     }
     // The socket was paused on accept so nothing is read before the checks; the copy resumes it.
-    const copied = await proxyBidirectional(socket, upstream, {
-      clock: deps.clock,
-      signal: abort.signal,
-      onBytes: (direction, n) => (direction === 'received' ? result.addReceived(n) : result.addSent(n)),
-    });
-    if (abort.signal.aborted && abort.signal.reason instanceof ProxyError) result.record(abort.signal.reason);
-    else result.record(copyOutcome(copied));
+    await relayAndRecord(socket, upstream, result, abort.signal, deps.clock);
   } finally {
     tracked.release();
   }
