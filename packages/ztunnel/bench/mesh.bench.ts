@@ -46,6 +46,8 @@ interface PathUnderTest {
   readonly name: PathName;
   readonly label: string;
   readonly dial: Dialer;
+  /** Where each proxy serves Prometheus metrics (ztunnel), to read its event-loop gauges. */
+  readonly metricsIps?: readonly string[];
   /** Client-side proxy first. */
   readonly proxies: readonly Child[];
 }
@@ -60,6 +62,8 @@ interface RateSample {
   readonly path: PathName;
   readonly round: number;
   readonly rate: RateResult;
+  /** ztunnel only: its own event-loop delay gauges over the window (sampled every 10 ms, so 10 ms = no lag). */
+  readonly loopDelay?: ReadonlyArray<{ readonly p99Ms: number; readonly maxMs: number }>;
   readonly proxies: readonly ProxyFigures[];
 }
 interface StreamSample {
@@ -94,6 +98,7 @@ const ZTUNNEL_BIN = join(packageRoot, 'dist', 'bin', 'ztunnel.js');
 const APP_BIN = join(here, 'app-server.js');
 
 let cleanupStarted: Promise<void> | undefined;
+let interrupted = false;
 let tempDir: string | undefined;
 const closers: Array<() => Promise<void>> = [];
 
@@ -111,6 +116,7 @@ function cleanup(): Promise<void> {
 
 for (const signal of ['SIGINT', 'SIGTERM'] as const) {
   process.once(signal, () => {
+    interrupted = true;
     console.error(`\n${signal}: stopping every child process`);
     void cleanup().finally(() => process.exit(130));
   });
@@ -179,11 +185,13 @@ async function main(): Promise<number> {
       label: 'ztunnel pair (HBONE)',
       dial: (p) => socks5Connect({ ip: CLIENT.ip, port: 15080 }, { ip: VIP, port: PORT_OF[p] }, CLIENT.ip),
       proxies: [client, server],
+      metricsIps: [CLIENT.ip, SERVER.ip],
     });
   }
   const startRss = new Map(paths.flatMap((p) => p.proxies).map((c) => [c.name, rssBytes(c.pid)]));
 
   const alive = (p: PathUnderTest) => {
+    if (interrupted) throw new Error('interrupted');
     assertAlive(app);
     for (const c of p.proxies) assertAlive(c);
   };
@@ -206,6 +214,7 @@ async function main(): Promise<number> {
       const stream = await pushStream(p.dial, { maxBytes: opts.streamMB * MB, maxMs: opts.streamS * 1000 });
       const m = meter.stop();
       if (stream.error !== undefined) problems.push(`${p.label}, round ${round + 1}, stream: ${stream.error}`);
+      if (stream.error !== undefined) await new Promise((resolve) => setTimeout(resolve, 500));
       streams.push({ path: p.name, round, stream, proxies: figures(p, m) });
       log(`  ${fmt(stream.bytes / MB, 0)} MB in ${fmt(stream.seconds)} s = ${fmt(stream.megabytesPerSecond, 1)} MB/s${stream.error === undefined ? '' : ` (ERROR: ${stream.error})`}`);
       alive(p);
@@ -223,15 +232,26 @@ async function main(): Promise<number> {
         requestTimeoutMs: 10_000,
         hostHeader: `app.${SERVER.namespace}.svc.cluster.local`,
       }, {
-        onStart: () => (meter = new ProcessMeter(p.proxies.map((c) => c.pid))),
+        onStart: () => {
+          meter = new ProcessMeter(p.proxies.map((c) => c.pid));
+          // A scrape resets the ztunnel's event-loop delay histogram: the next one covers the window.
+          for (const ip of p.metricsIps ?? []) void httpText(ip, 15020, '/metrics').catch(() => '');
+        },
         onEnd: () => (measured = meter?.stop()),
       });
       if (measured === undefined) throw new Error('internal: the measurement window never closed');
       for (const e of rate.errors) problems.push(`${p.label}, round ${round + 1}, ${opts.rps} rps: ${e}`);
+      // A proxy that died shows up as connection errors first; let its exit event arrive before checking.
+      if (rate.errors.length > 0) await new Promise((resolve) => setTimeout(resolve, 500));
       const proxies = figures(p, measured);
-      rates.push({ path: p.name, round, rate, proxies });
+      const loopDelay = p.metricsIps === undefined ? undefined : await Promise.all(p.metricsIps.map(async (ip) => {
+        const text = await httpText(ip, 15020, '/metrics').catch(() => '');
+        return { p99Ms: gauge(text, 'nodejs_eventloop_lag_p99_seconds') * 1000, maxMs: gauge(text, 'nodejs_eventloop_lag_max_seconds') * 1000 };
+      }));
+      rates.push({ path: p.name, round, rate, proxies, ...(loopDelay === undefined ? {} : { loopDelay }) });
       log(`  ${fmt(rate.achievedRps, 0)} rps, p50 ${fmt(rate.p50Ms, 3)} ms, p99 ${fmt(rate.p99Ms, 3)} ms, max ${fmt(rate.maxMs, 1)} ms` +
-        proxies.map((f) => `; ${f.name} ${fmt(f.vcpu, 3)} vCPU ${fmt(f.maxRssBytes / MB, 1)} MB`).join('') +
+        proxies.map((f, i) => `; ${f.name} ${fmt(f.vcpu, 3)} vCPU ${fmt(f.maxRssBytes / MB, 1)} MB` +
+          (loopDelay?.[i] === undefined ? '' : `, loop delay p99 ${fmt(loopDelay[i].p99Ms, 1)} max ${fmt(loopDelay[i].maxMs, 1)} ms`)).join('') +
         (rate.errors.length > 0 ? ` (${rate.errors.length} ERRORS)` : ''));
       alive(p);
     }
@@ -253,9 +273,12 @@ async function main(): Promise<number> {
     const sockets = metrics.split('\n').filter((l) => l.startsWith('istio_tcp_sockets_open')).map((l) => l.trim());
     after.push(`client ztunnel metrics: istio_tcp_connections_opened_total (all series) = ${opened}; ${sockets.length > 0 ? sockets.join('; ') : 'istio_tcp_sockets_open absent'}`);
     for (const c of [ztunnels.client, ztunnels.server]) {
+      if (c.exit !== undefined) {
+        problems.push(`${c.name} exited on its own (code ${c.exit.code}, signal ${c.exit.signal}); last log lines:\n${c.tail(10)}`);
+        continue;
+      }
       const stopped = await stopChild(c, 8_000);
-      const exit = c.exit;
-      after.push(`${c.name}: SIGTERM -> exit in ${fmt(stopped.ms, 0)} ms${stopped.killed ? ' (did not exit: SIGKILLed)' : ''}, code ${exit?.code ?? '?'}`);
+      after.push(`${c.name}: SIGTERM -> exit in ${fmt(stopped.ms, 0)} ms${stopped.killed ? ' (did not exit: SIGKILLed)' : ''}, ${exitText(c)}`);
     }
   }
 
@@ -267,6 +290,17 @@ async function main(): Promise<number> {
     console.log(`raw samples written to ${json}`);
   }
   return problems.length > 0 ? 1 : 0;
+}
+
+/** The value of an unlabelled sample in Prometheus text, NaN when absent. */
+function gauge(text: string, name: string): number {
+  const line = text.split('\n').find((l) => l.startsWith(`${name} `));
+  return line === undefined ? NaN : Number(line.slice(name.length + 1));
+}
+
+function exitText(c: Child): string {
+  const e = c.exit;
+  return e === undefined ? 'still running' : `code ${e.code ?? '-'}${e.signal === null ? '' : `, signal ${e.signal}`}`;
 }
 
 function printReport(paths: readonly PathUnderTest[], streams: readonly StreamSample[], rates: readonly RateSample[], after: readonly string[], problems: readonly string[]): void {
@@ -313,12 +347,15 @@ function printReport(paths: readonly PathUnderTest[], streams: readonly StreamSa
       const vcpu = proxyMedian(r, i, perK);
       const rss = proxyMedian(r, i, (_, pf) => pf.maxRssBytes / MB);
       const h = by(rates, 'haproxy');
+      const delay = median(r.map((x) => x.loopDelay?.[i]?.p99Ms ?? NaN));
+      const delayMax = median(r.map((x) => x.loopDelay?.[i]?.maxMs ?? NaN));
       rows.push([p.label, c.name, fmt(vcpu, 4), runs(r.map((x) => (x.proxies[i] === undefined ? NaN : perK(x, x.proxies[i]))), 4), fmt(rss, 1),
+        Number.isFinite(delay) ? `${fmt(delay, 1)} / ${fmt(delayMax, 1)}` : '-',
         haveHaproxy && p.name === 'ztunnel' ? ratio(vcpu, proxyMedian(h, i, perK)) : '-',
         haveHaproxy && p.name === 'ztunnel' ? ratio(rss, proxyMedian(h, i, (_, pf) => pf.maxRssBytes / MB)) : '-']);
     });
   }
-  console.log(table(['path', 'process', 'vCPU per 1000 rps', 'runs', 'RSS MB', 'CPU vs HAProxy', 'RSS vs HAProxy'], rows));
+  console.log(table(['path', 'process', 'vCPU per 1000 rps', 'runs', 'RSS MB', 'loop delay p99 / max ms (10 = none)', 'CPU vs HAProxy', 'RSS vs HAProxy'], rows));
 
   if (paths.some((p) => p.name === 'ztunnel')) {
     const z = by(rates, 'ztunnel');
@@ -346,6 +383,10 @@ let code = 1;
 try {
   code = await main();
 } catch (err) {
+  if (interrupted) {
+    await cleanupStarted;
+    process.exit(130);
+  }
   console.error(`benchmark failed: ${err instanceof Error ? (err.stack ?? err.message) : String(err)}`);
   const logs = tempDir === undefined || !existsSync(tempDir) ? [] : readdirSync(tempDir).filter((f) => f.endsWith('.log'));
   for (const name of logs) {

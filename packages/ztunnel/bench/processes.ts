@@ -161,8 +161,8 @@ export class ProcessMeter {
 
   constructor(pids: readonly number[], sampleMs = 1_000) {
     this.#pids = pids;
-    this.#cpu0 = pids.map(cpuSeconds);
-    this.#maxRss = pids.map(rssBytes);
+    this.#cpu0 = pids.map((pid) => safe(() => cpuSeconds(pid)));
+    this.#maxRss = pids.map((pid) => safe(() => rssBytes(pid)));
     this.#timer = setInterval(() => this.#sample(), sampleMs);
   }
 

@@ -12,7 +12,7 @@
  */
 import { randomBytes } from 'node:crypto';
 import type { Duplex } from 'node:stream';
-import type { Clock, Random, Snapshot, Store, Workload, WorkloadCertificate, Identity } from '@ambient/control';
+import type { Clock, Identity, Random, Store, Workload, WorkloadCertificate } from '@ambient/control';
 import { identityToString } from '@ambient/control';
 import type { Logger } from 'pino';
 import type { ConnectionManager } from '../connection-manager.js';
@@ -76,10 +76,10 @@ export async function proxyOutbound(deps: OutboundDeps, c: OutboundConnection): 
     c.fail(err);
     return;
   }
-  await carryOut(deps, c, plan, snapshot, log);
+  await carryOut(deps, c, plan, log);
 }
 
-async function carryOut(deps: OutboundDeps, c: OutboundConnection, plan: Exclude<OutboundPlan, { kind: 'reject' }>, _snapshot: Snapshot, log: Logger): Promise<void> {
+async function carryOut(deps: OutboundDeps, c: OutboundConnection, plan: Exclude<OutboundPlan, { kind: 'reject' }>, log: Logger): Promise<void> {
   const mtls = plan.kind === 'hbone' || plan.kind === 'double-hbone';
   const destination = plan.kind === 'passthrough' ? undefined : plan.destination;
   const dst = plan.kind === 'double-hbone' ? plan.gateway : plan.nextHop;
