@@ -202,7 +202,8 @@ export async function buildApp(config: ZtunnelConfig, deps: AppDeps): Promise<Ap
     const info = config.proxyWorkloadInfo;
     if (info === undefined) throw new Error('dedicated mode needs PROXY_WORKLOAD_INFO');
     const releaseProxy = readiness.register('proxy');
-    const plog = log.child({ component: 'proxy', workload: `${info.namespace}/${info.name}` });
+    // One `component` per logger (children add theirs): repeated JSON keys confuse log parsers.
+    const plog = log.child({ workload: `${info.namespace}/${info.name}` });
     const localWorkload = (snapshot: Snapshot) => snapshot.findLocalWorkload(info);
     const identityOf = (): Identity =>
       localWorkload(store.snapshot())?.identity ?? { trustDomain: config.control.trustDomain, namespace: info.namespace, serviceAccount: info.serviceAccount };
@@ -220,7 +221,7 @@ export async function buildApp(config: ZtunnelConfig, deps: AppDeps): Promise<Ap
 
     hboneServer = new HboneServer({
       clock,
-      log: plog.child({ component: 'hbone' }),
+      log: plog,
       certificateFor: () => certificates.fetchCertificate(identityOf()),
       onConnect: createHboneInboundHandler({
         ...inbound,
@@ -253,6 +254,7 @@ export async function buildApp(config: ZtunnelConfig, deps: AppDeps): Promise<Ap
 
     const originalDestination = deps.originalDestination ?? localAddressAsOriginalDestination;
     const plaintext = await deps.sockets.listen(config.addresses.inboundPlaintext, (socket) => {
+      socket.once('close', metrics.traffic.socketOpened('destination'));
       void servePlaintextInbound({ ...inbound, connections, results, originalDestination }, socket);
     });
     addresses['inboundPlaintext'] = serverAddress(plaintext);
@@ -276,6 +278,7 @@ export async function buildApp(config: ZtunnelConfig, deps: AppDeps): Promise<Ap
     const sourceWorkload = () => localWorkload(store.snapshot());
     const outbound = await deps.sockets.listen(config.addresses.outbound, (socket) => {
       socket.on('error', () => {});
+      socket.once('close', metrics.traffic.socketOpened('source'));
       const peer = peerAddress(socket);
       const origDst = originalDestination(socket);
       const source = sourceWorkload();
@@ -294,6 +297,7 @@ export async function buildApp(config: ZtunnelConfig, deps: AppDeps): Promise<Ap
         log: plog,
         handshakeTimeoutMs: config.limits.socks5HandshakeTimeoutMs,
         refusals: metrics.refusals,
+        trackSocket: () => metrics.traffic.socketOpened('source'),
         resolve: async (hostname) => resolveHostname(store.snapshot(), config.control.network, hostname),
         handler: async (conn) => {
           const source = sourceWorkload();
@@ -318,7 +322,7 @@ export async function buildApp(config: ZtunnelConfig, deps: AppDeps): Promise<Ap
       stopAccepting.push(() => socks.close());
     }
     releaseProxy();
-    plog.info({ addresses }, 'workload proxy started');
+    plog.info({ component: 'proxy', addresses }, 'workload proxy started');
   }
 
   // istio_tcp_sockets_open{reporter="destination"}: one per HBONE connection.

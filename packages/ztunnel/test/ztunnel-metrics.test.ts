@@ -118,6 +118,9 @@ describe('metrics after traffic', () => {
       expect(samples(body, 'istio_tcp_connections_opened_total', { reporter: reporter === 'source' ? 'destination' : 'source' })).toEqual([]);
 
       expect(samples(body, 'istio_build', { component: 'ztunnel' }).map((s) => s.value)).toEqual([1]);
+      // The socket gauge (Resource Usage panel): the app's socket to the client ztunnel is closed (0); the
+      // server still holds the pooled HBONE connection the client ztunnel keeps for reuse (1).
+      expect(samples(body, 'istio_tcp_sockets_open', { reporter }).map((s) => s.value)).toEqual([reporter === 'source' ? 0 : 1]);
       // Labels Prometheus would overwrite or that collide with target labels are never emitted.
       const names = new Set<string>();
       for (const m of body.matchAll(/[{,]([a-zA-Z_][a-zA-Z0-9_]*)="/g)) names.add(m[1] as string);
