@@ -532,7 +532,7 @@ export function parseConfig(env: Env, probe: ConfigProbe, argv: readonly string[
 
   const crlPath = env['CRL_PATH'] ? env['CRL_PATH'] : undefined;
   if (crlPath !== undefined) {
-    warnings.push(`CRL_PATH=${crlPath} is accepted but certificate revocation lists are not implemented: peers are not checked against it`);
+    warnings.push(`CRL_PATH=${crlPath} is accepted but certificate revocation lists are not supported yet: peers are not checked against it`);
   }
 
   const enableProxy = bool('ENABLE_PROXY', true);
