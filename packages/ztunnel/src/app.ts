@@ -255,7 +255,7 @@ export async function buildApp(config: ZtunnelConfig, deps: AppDeps): Promise<Ap
     const originalDestination = deps.originalDestination ?? localAddressAsOriginalDestination;
     const plaintext = await deps.sockets.listen(config.addresses.inboundPlaintext, (socket) => {
       socket.once('close', metrics.traffic.socketOpened('destination'));
-      void servePlaintextInbound({ ...inbound, connections, results, originalDestination }, socket);
+      servePlaintextInbound({ ...inbound, connections, results, originalDestination }, socket).catch((err: unknown) => lastResort(plog, socket, err));
     });
     addresses['inboundPlaintext'] = serverAddress(plaintext);
     stopAccepting.push(() => closeServer(plaintext));
@@ -286,7 +286,9 @@ export async function buildApp(config: ZtunnelConfig, deps: AppDeps): Promise<Ap
         socket.destroy();
         return;
       }
-      void proxyOutbound(outboundDeps, { socket, peer, origDst, source, ready: () => {}, fail: () => socket.destroy() });
+      proxyOutbound(outboundDeps, { socket, peer, origDst, source, ready: () => {}, fail: () => socket.destroy() }).catch((err: unknown) =>
+        lastResort(plog, socket, err),
+      );
     });
     addresses['outbound'] = serverAddress(outbound);
     stopAccepting.push(() => closeServer(outbound));
@@ -449,6 +451,12 @@ function socksReplyFor(err: ProxyError): (typeof ReplyCode)[keyof typeof ReplyCo
     default:
       return ReplyCode.GENERAL_FAILURE;
   }
+}
+
+/** A handler bug must not crash the process or leak the socket: log it and close the connection. */
+function lastResort(log: { error(obj: object, msg?: string): void }, socket: { destroy(): void }, err: unknown): void {
+  log.error({ err: err instanceof Error ? (err.stack ?? err.message) : String(err) }, 'connection handler failed');
+  socket.destroy();
 }
 
 /** Our refusal counter's reason for each HBONE server protection. */
