@@ -18,7 +18,11 @@
  * BENCH_STREAM_S (15), BENCH_PATHS (direct,haproxy,ztunnel), BENCH_JSON (write
  * the raw samples there), BENCH_KEEP=1 (keep the temp dir with logs),
  * BENCH_ZTUNNEL_NODE_OPTIONS (NODE_OPTIONS for the ztunnel processes, e.g.
- * `--max-semi-space-size=2` to see how much of the RSS is V8's young generation).
+ * `--max-semi-space-size=2` to see how much of the RSS is V8's young generation),
+ * BENCH_ZTUNNEL_NODE_ARGS (space-separated node flags placed before the script,
+ * for flags NODE_OPTIONS refuses, e.g. `--cpu-prof --cpu-prof-dir=/tmp/prof`),
+ * BENCH_ZTUNNEL_ENV (comma-separated NAME=value pairs added to the ztunnels'
+ * environment, e.g. `MALLOC_ARENA_MAX=2`).
  */
 import { existsSync, mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { cpus, loadavg, tmpdir } from 'node:os';
@@ -175,10 +179,18 @@ async function main(): Promise<number> {
   if (opts.paths.includes('ztunnel')) {
     log('starting the two ztunnels (own processes)');
     const nodeOptions = process.env['BENCH_ZTUNNEL_NODE_OPTIONS'];
-    const extraEnv = nodeOptions === undefined || nodeOptions === '' ? {} : { NODE_OPTIONS: nodeOptions };
+    const extraEnv: NodeJS.ProcessEnv = nodeOptions === undefined || nodeOptions === '' ? {} : { NODE_OPTIONS: nodeOptions };
+    for (const pair of (process.env['BENCH_ZTUNNEL_ENV'] ?? '').split(',').map((s) => s.trim()).filter((s) => s !== '')) {
+      const eq = pair.indexOf('=');
+      if (eq < 1) throw new Error(`BENCH_ZTUNNEL_ENV: expected NAME=value, got "${pair}"`);
+      extraEnv[pair.slice(0, eq)] = pair.slice(eq + 1);
+    }
+    if (process.env['BENCH_ZTUNNEL_ENV']) console.log(`ztunnel processes get ${process.env['BENCH_ZTUNNEL_ENV']} in their environment`);
     if (nodeOptions) console.log(`ztunnel processes run with NODE_OPTIONS=${nodeOptions}`);
-    const server = await startZtunnelProcess(mesh, SERVER, { bin: ZTUNNEL_BIN, dir, extraEnv });
-    const client = await startZtunnelProcess(mesh, CLIENT, { bin: ZTUNNEL_BIN, dir, extraEnv });
+    const nodeArgs = (process.env['BENCH_ZTUNNEL_NODE_ARGS'] ?? '').split(' ').filter((a) => a !== '');
+    if (nodeArgs.length > 0) console.log(`ztunnel processes run as node ${nodeArgs.join(' ')} ztunnel.js`);
+    const server = await startZtunnelProcess(mesh, SERVER, { bin: ZTUNNEL_BIN, dir, extraEnv, nodeArgs });
+    const client = await startZtunnelProcess(mesh, CLIENT, { bin: ZTUNNEL_BIN, dir, extraEnv, nodeArgs });
     ztunnels = { client, server };
     paths.push({
       name: 'ztunnel',

@@ -53,7 +53,7 @@ export async function startMesh(o: { client: WorkloadRef; server: WorkloadRef; v
 }
 
 /** Starts `node dist/bin/ztunnel.js` for workload `w` and waits until /healthz/ready answers 200. */
-export async function startZtunnelProcess(mesh: Mesh, w: WorkloadRef, o: { bin: string; dir: string; extraEnv?: NodeJS.ProcessEnv }): Promise<Child> {
+export async function startZtunnelProcess(mesh: Mesh, w: WorkloadRef, o: { bin: string; dir: string; extraEnv?: NodeJS.ProcessEnv; nodeArgs?: readonly string[] }): Promise<Child> {
   const token = mesh.cp.token({ namespace: w.namespace, serviceAccount: w.serviceAccount, node: 'node-a' });
   const env: NodeJS.ProcessEnv = {
     PATH: process.env['PATH'],
@@ -81,7 +81,7 @@ export async function startZtunnelProcess(mesh: Mesh, w: WorkloadRef, o: { bin: 
     LOG_FORMAT: 'json',
     ...o.extraEnv,
   };
-  const child = spawnChild(`ztunnel ${w.name}`, process.execPath, [o.bin], { logPath: join(o.dir, `ztunnel-${w.name}.log`), env });
+  const child = spawnChild(`ztunnel ${w.name}`, process.execPath, [...(o.nodeArgs ?? []), o.bin], { logPath: join(o.dir, `ztunnel-${w.name}.log`), env });
   await waitUntil(`ztunnel ${w.name} readiness`, () => httpStatus(w.ip, 15021, '/healthz/ready').then((s) => s === 200), { timeoutMs: 30_000, child });
   return child;
 }

@@ -51,7 +51,9 @@ function start(name: string, args: string[], env: NodeJS.ProcessEnv, tint: numbe
 }
 
 function ztunnel(w: typeof CLIENT, tint: number): ChildProcess {
-  return start(`ztunnel ${w.name}`, [ztunnelBin], {
+  // The same V8/malloc settings as the image (deploy/ztunnel/Dockerfile).
+  return start(`ztunnel ${w.name}`, ['--max-semi-space-size=2', ztunnelBin], {
+    MALLOC_ARENA_MAX: '2',
     XDS_ADDRESS: 'https://localhost:15012',
     CA_ADDRESS: 'https://localhost:15012',
     XDS_ROOT_CA: rootCert,
