@@ -61,4 +61,5 @@ export { LocalCaFetcher } from './ca/local-fetcher.js';
 export type { ControlPlaneAuth } from './auth/metadata.js';
 export type { ReadFile } from './auth/token.js';
 
-export * from './control-plane/index.js';
+// The local control plane (server side) is its own entry point, '@ambient/control/control-plane',
+// so that proxies importing this one do not load it (~9 MB of RSS).
