@@ -14,64 +14,10 @@ import {
   type Service,
   type Snapshot,
   type Workload,
-  type WorkloadServiceRef,
 } from '@ambient/control';
 
-export function aWorkload(over: Partial<Workload> & { readonly uid: string }): Workload {
-  const namespace = over.namespace ?? 'default';
-  return {
-    name: over.uid.split('/').pop() ?? over.uid,
-    namespace,
-    addresses: [],
-    hostname: '',
-    network: '',
-    protocol: 'HBONE',
-    identity: { trustDomain: 'cluster.local', namespace, serviceAccount: 'default' },
-    waypoint: undefined,
-    networkGateway: undefined,
-    node: 'node-a',
-    canonicalName: '',
-    canonicalRevision: '',
-    workloadType: 'pod',
-    workloadName: '',
-    nativeTunnel: false,
-    applicationTunnel: undefined,
-    services: [],
-    authorizationPolicies: [],
-    status: 'Healthy',
-    clusterId: 'Kubernetes',
-    locality: undefined,
-    networkMode: 'Standard',
-    capacity: 1,
-    ...over,
-  };
-}
-
-/** A `Workload.services` entry from service port → target port pairs. */
-export function serviceRef(key: string, ports: ReadonlyArray<readonly [number, number]> = [[80, 8080]]): WorkloadServiceRef {
-  return { key, ports: ports.map(([servicePort, targetPort]) => ({ servicePort, targetPort, appProtocol: 'Unknown' })) };
-}
-
-export function aService(
-  over: Partial<Service> & { readonly namespace: string; readonly hostname: string },
-  ports: ReadonlyArray<readonly [number, number]> = [[80, 8080]],
-): Service {
-  return {
-    name: over.hostname.split('.')[0] ?? over.hostname,
-    vips: [],
-    cidrVips: [],
-    ports: ports.map(([servicePort, targetPort]) => ({ servicePort, targetPort, appProtocol: 'Unknown' as const })),
-    subjectAltNames: [],
-    waypoint: undefined,
-    weightedWaypoints: [],
-    loadBalancing: undefined,
-    ipFamilies: 'Automatic',
-    canonical: false,
-    ingressUseWaypoint: false,
-    visibility: 'Public',
-    ...over,
-  };
-}
+// The model builders live in the control package's test library; these names are kept for the table tests.
+export { aService, aServiceRef as serviceRef, aWorkload } from '@ambient/control/testing';
 
 export function gwAddress(address: string, port = 15008, network = ''): GatewayAddress {
   return { destination: { kind: 'address', network, address }, hboneMtlsPort: port };

@@ -1,5 +1,5 @@
 import { describe, expect, it } from 'vitest';
-import { aService, aWorkload } from './fixtures.js';
+import { aService, aWorkload } from '../testing/model-builders.js';
 import { pickBestService, pickWorkloadForAddress, serviceVisibleTo } from './ranking.js';
 
 describe('pickWorkloadForAddress (ztunnel WorkloadByAddr::get)', () => {

@@ -9,7 +9,7 @@ import fc from 'fast-check';
 import { describe, expect, it } from 'vitest';
 import { serviceKey, type Service } from '../model/service.js';
 import type { Workload } from '../model/workload.js';
-import { aService, aServiceRef, aWorkload, vip } from './fixtures.js';
+import { aService, aServiceRef, aWorkload, vip } from '../testing/model-builders.js';
 import type { Snapshot } from './snapshot.js';
 import { Store } from './store.js';
 import type { AddressUpdate } from './types.js';

@@ -9,7 +9,7 @@ import {
   cidrVip,
   policies,
   vip,
-} from './fixtures.js';
+} from '../testing/model-builders.js';
 import { Store, type StoreOptions } from './store.js';
 import type { StoreChange } from './types.js';
 

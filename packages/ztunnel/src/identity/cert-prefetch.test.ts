@@ -1,36 +1,10 @@
 import { createStore, identityToString, type Identity, type Workload } from '@ambient/control';
+import { aWorkload } from '@ambient/control/testing';
 import { describe, expect, it } from 'vitest';
 import { CertPrefetcher } from './cert-prefetch.js';
 
-function wl(uid: string, over: Partial<Workload> = {}): Workload {
-  return {
-    uid,
-    name: uid,
-    namespace: 'shop',
-    addresses: [],
-    hostname: '',
-    network: '',
-    protocol: 'HBONE',
-    identity: { trustDomain: 'cluster.local', namespace: 'shop', serviceAccount: 'cart' },
-    waypoint: undefined,
-    networkGateway: undefined,
-    node: 'node-a',
-    canonicalName: '',
-    canonicalRevision: '',
-    workloadType: 'pod',
-    workloadName: '',
-    nativeTunnel: false,
-    applicationTunnel: undefined,
-    services: [],
-    authorizationPolicies: [],
-    status: 'Healthy',
-    clusterId: 'Kubernetes',
-    locality: undefined,
-    networkMode: 'Standard',
-    capacity: 1,
-    ...over,
-  };
-}
+const wl = (uid: string, over: Partial<Workload> = {}): Workload =>
+  aWorkload({ uid, namespace: 'shop', identity: { trustDomain: 'cluster.local', namespace: 'shop', serviceAccount: 'cart' }, ...over });
 
 function recorder() {
   const calls: string[] = [];

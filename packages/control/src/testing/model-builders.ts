@@ -1,12 +1,13 @@
 /**
- * Builders for store tests and benchmarks: valid model objects with istiod's
- * usual defaults, overridable field by field.
+ * Builders for tests and benchmarks of every package: valid model objects
+ * (the shape the translators produce) with istiod's usual defaults,
+ * overridable field by field, and store updates made of them.
  */
 import type { Authorization } from '../model/authorization.js';
 import type { NetworkAddress, NetworkCidr } from '../model/ip.js';
 import type { Service } from '../model/service.js';
 import type { Workload, WorkloadServiceRef } from '../model/workload.js';
-import type { AddressUpdate, PolicyUpdate } from './types.js';
+import type { AddressUpdate, PolicyUpdate } from '../store/types.js';
 
 export function aWorkload(over: Partial<Workload> & { readonly uid: string }): Workload {
   const namespace = over.namespace ?? 'default';
@@ -43,17 +44,20 @@ export function aServiceRef(key: string, ports: ReadonlyArray<readonly [number, 
   return { key, ports: ports.map(([servicePort, targetPort]) => ({ servicePort, targetPort, appProtocol: 'Unknown' })) };
 }
 
-export function aService(over: Partial<Service> & { readonly namespace: string; readonly hostname: string }): Service {
+export function aService(
+  over: Partial<Service> & { readonly namespace: string; readonly hostname: string },
+  ports: ReadonlyArray<readonly [number, number]> = [[80, 8080]],
+): Service {
   return {
     name: over.hostname.split('.')[0] ?? over.hostname,
     vips: [],
     cidrVips: [],
-    ports: [{ servicePort: 80, targetPort: 8080, appProtocol: 'Unknown' }],
+    ports: ports.map(([servicePort, targetPort]) => ({ servicePort, targetPort, appProtocol: 'Unknown' as const })),
     subjectAltNames: [],
     waypoint: undefined,
     weightedWaypoints: [],
     loadBalancing: undefined,
-    ipFamilies: 'IPv4',
+    ipFamilies: 'Automatic',
     canonical: false,
     ingressUseWaypoint: false,
     visibility: 'Public',
