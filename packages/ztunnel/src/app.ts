@@ -56,6 +56,7 @@ import { ConnectionResults } from './metrics/connection-result.js';
 import { createZtunnelMetrics, type ZtunnelMetrics } from './metrics/index.js';
 import { localAddressAsOriginalDestination, peerAddress, type OriginalDestination, type SocketFactory } from './platform/sockets.js';
 import type { InboundContext } from './proxy/context.js';
+import { LOCAL_WORKLOAD_WAIT_MS } from './proxy/await-workload.js';
 import { createHboneInboundHandler } from './proxy/hbone-inbound.js';
 import { proxyOutbound, type OutboundDeps } from './proxy/outbound.js';
 import { servePlaintextInbound } from './proxy/plaintext-inbound.js';
@@ -72,6 +73,8 @@ export interface AppDeps {
   readonly sockets: SocketFactory;
   /** SO_ORIGINAL_DST for captured traffic; the local address without capture. */
   readonly originalDestination?: OriginalDestination;
+  /** How long inbound connections wait for their local workload (default ztunnel's 5 s; tests shorten it). */
+  readonly localWorkloadWaitMs?: number;
   /** Called when /quitquitquit asks for a shutdown (main.ts exits the process after the drain). */
   readonly onShutdownRequested?: () => void;
 }
@@ -210,6 +213,7 @@ export async function buildApp(config: ZtunnelConfig, deps: AppDeps): Promise<Ap
     const inbound: InboundContext = {
       store,
       localWorkload: (snapshot) => localWorkload(snapshot),
+      localWorkloadWaitMs: deps.localWorkloadWaitMs ?? LOCAL_WORKLOAD_WAIT_MS,
       network: config.control.network,
       illegalPorts: config.illegalPorts,
       sockets: deps.sockets,

@@ -120,6 +120,22 @@ describe('HBONE failure statuses of a whole ztunnel', () => {
     await expectRefused(c, ghost, `${GHOST_IP}:8080`, 503, hasCode('UNKNOWN_LOCAL_WORKLOAD'));
   });
 
+  it('waits for its own workload to arrive from workload discovery instead of failing at once (as ztunnel, up to 5 s)', async () => {
+    const LATE_IP = '127.0.11.23';
+    const lateApp = await startEcho(LATE_IP, 8080);
+    cleanups.push(() => lateApp.close());
+    const late = await startZtunnel(cp, { ip: LATE_IP, workload: { namespace: 'demo', name: 'late-0', serviceAccount: 'late' }, localWorkloadWaitMs: 5_000 });
+    cleanups.push(() => late.close());
+    const c = await client(LATE_IP);
+    const pending = c.request(`${LATE_IP}:8080`);
+    // The CONNECT is waiting; the workload shows up in WDS now.
+    cp.setWorkload(workload({ name: 'late-0', namespace: 'demo', serviceAccount: 'late', ips: [LATE_IP], node: 'node-a' }));
+    const answer = await pending;
+    expect(answer.status).toBe(200);
+    answer.stream.end(Buffer.from('better late'));
+    expect((await readAll(answer.stream)).toString()).toBe('better late');
+  });
+
   it('answers 503 to a CONNECT to one of ztunnel\'s own ports (15008, 15006, 15001, 15080)', async () => {
     const c = await client();
     for (const port of [15008, 15006, 15001, 15080]) {

@@ -7,9 +7,11 @@ import type { Logger } from 'pino';
 import type { SocketFactory } from '../platform/sockets.js';
 
 export interface InboundContext {
-  readonly store: Pick<Store, 'snapshot'>;
+  readonly store: Pick<Store, 'snapshot' | 'subscribe'>;
   /** The workload this proxy serves at `localIp` (in-pod / dedicated: one workload). */
   readonly localWorkload: (snapshot: Snapshot, localIp: string) => Workload | undefined;
+  /** How long an inbound connection waits for its local workload to appear (ztunnel: 5 s). */
+  readonly localWorkloadWaitMs: number;
   readonly network: string;
   readonly illegalPorts: ReadonlySet<number>;
   readonly sockets: SocketFactory;

@@ -17,6 +17,7 @@ import { ERROR_DISPOSITIONS, ProxyError, asProxyError } from '../errors.js';
 import { baggageForWorkload, encodeBaggage, formatAuthority, type HboneAuthority } from '../hbone/headers.js';
 import type { ConnectHandler, ConnectRequest } from '../hbone/server.js';
 import { planInbound, type Authority } from '../inbound/plan.js';
+import { awaitWorkload } from './await-workload.js';
 import { relayAndRecord } from './relay.js';
 import { encodeProxyV2 } from '../io/proxy-protocol.js';
 import type { ConnectionResults } from '../metrics/connection-result.js';
@@ -49,11 +50,13 @@ export function createHboneInboundHandler(deps: HboneInboundDeps): ConnectHandle
 async function serveConnect(deps: HboneInboundDeps, req: ConnectRequest): Promise<void> {
   const log = deps.log.child({ connection: req.connectionId, stream: req.streamId });
   const src = req.remote;
-  const snapshot = deps.store.snapshot();
 
-  // Phase 1: context.
-  const local = deps.localWorkload(snapshot, req.local.ip);
-  if (local === undefined) return earlyDeny(req, log, new ProxyError('UNKNOWN_LOCAL_WORKLOAD', `no workload serves ${req.local.ip} on this ztunnel (not yet in workload discovery?)`));
+  // Phase 1: context. The local workload may arrive from WDS a moment after its first traffic.
+  const found = await awaitWorkload(deps.store, (s) => deps.localWorkload(s, req.local.ip), deps.clock, deps.localWorkloadWaitMs, req.signal);
+  if (found === undefined) {
+    return earlyDeny(req, log, new ProxyError('UNKNOWN_LOCAL_WORKLOAD', `no workload serves ${req.local.ip} on this ztunnel (not in workload discovery after ${deps.localWorkloadWaitMs} ms)`));
+  }
+  const { workload: local, snapshot } = found;
   const plan = planInbound({
     snapshot,
     localWorkload: local,

@@ -10,6 +10,7 @@ import type { Socket } from 'node:net';
 import { describeDecision, evaluate } from '../authz/evaluate.js';
 import type { ConnectionManager } from '../connection-manager.js';
 import { ProxyError, asProxyError } from '../errors.js';
+import { awaitWorkload } from './await-workload.js';
 import { relayAndRecord } from './relay.js';
 import type { ConnectionResults } from '../metrics/connection-result.js';
 import { destinationServiceFor } from '../inbound/plan.js';
@@ -40,13 +41,13 @@ export async function servePlaintextInbound(deps: PlaintextInboundDeps, socket: 
     socket.destroy();
     return;
   }
-  const snapshot = deps.store.snapshot();
-  const local = deps.localWorkload(snapshot, target.ip);
-  if (local === undefined) {
+  const found = await awaitWorkload(deps.store, (s) => deps.localWorkload(s, target.ip), deps.clock, deps.localWorkloadWaitMs);
+  if (found === undefined) {
     log.warn({ code: 'UNKNOWN_LOCAL_WORKLOAD' }, `connection failed: no workload serves ${target.ip} on this ztunnel`);
     socket.destroy();
     return;
   }
+  const { workload: local, snapshot } = found;
   const result = deps.results.start({
     src: formatAddress(peer),
     dst: formatAddress(target),

@@ -69,6 +69,8 @@ export interface StartZtunnelOptions {
   readonly waitForProxies?: boolean;
   /** Stands in for SO_ORIGINAL_DST on the 15001 / 15006 listeners (default: the socket's local address). */
   readonly originalDestination?: OriginalDestination;
+  /** How long inbound waits for an unknown local workload (default 500 ms here; 5 s in production). */
+  readonly localWorkloadWaitMs?: number;
   /** XDS_ADDRESS / CA_ADDRESS (default the control plane's own URL). */
   readonly controlPlaneUrl?: string;
 }
@@ -137,6 +139,8 @@ export async function startZtunnel(cp: TestControlPlane, o: StartZtunnelOptions)
     readFile: (p) => readFile(p),
     sockets: nodeSocketFactory,
     ...(o.originalDestination ? { originalDestination: o.originalDestination } : {}),
+    // ztunnel waits 5 s for an unknown local workload; tests that expect the 503 should not.
+    localWorkloadWaitMs: o.localWorkloadWaitMs ?? 500,
   });
   const dumpLogs = () => {
     if (process.env['ZT_TEST_LOGS']) process.stderr.write(`--- ztunnel ${o.ip}\n${logs.join('')}`);
