@@ -63,3 +63,12 @@ export type { ReadFile } from './auth/token.js';
 
 // The local control plane (server side) is its own entry point, '@ambient/control/control-plane',
 // so that proxies importing this one do not load it (~9 MB of RSS).
+export {
+  decodeZdsRequest,
+  encodeZdsAck,
+  encodeZdsHello,
+  ZDS_MAX_PACKET_BYTES,
+  type ZdsPacket,
+  type ZdsRequest,
+  type ZdsWorkloadInfo,
+} from './zds/codec.js';
