@@ -17,7 +17,7 @@ import {
 } from '@ambient/control';
 
 // The model builders live in the control package's test library; these names are kept for the table tests.
-export { aService, aServiceRef as serviceRef, aWorkload } from '@ambient/control/testing';
+export { aMatch, aService, aServiceRef as serviceRef, aWorkload } from '@ambient/control/testing';
 
 export function gwAddress(address: string, port = 15008, network = ''): GatewayAddress {
   return { destination: { kind: 'address', network, address }, hboneMtlsPort: port };
@@ -25,25 +25,6 @@ export function gwAddress(address: string, port = 15008, network = ''): GatewayA
 
 export function gwHostname(namespace: string, hostname: string, port = 15008): GatewayAddress {
   return { destination: { kind: 'hostname', namespace, hostname }, hboneMtlsPort: port };
-}
-
-const EMPTY_MATCH: Match = {
-  namespaces: [],
-  notNamespaces: [],
-  principals: [],
-  notPrincipals: [],
-  serviceAccounts: [],
-  notServiceAccounts: [],
-  sourceIps: [],
-  notSourceIps: [],
-  destinationIps: [],
-  notDestinationIps: [],
-  destinationPorts: [],
-  notDestinationPorts: [],
-};
-
-export function aMatch(over: Partial<Match> = {}): Match {
-  return { ...EMPTY_MATCH, ...over };
 }
 
 export function cidr(text: string): Cidr {

@@ -3,7 +3,7 @@
  * (the shape the translators produce) with istiod's usual defaults,
  * overridable field by field, and store updates made of them.
  */
-import type { Authorization } from '../model/authorization.js';
+import type { Authorization, Match } from '../model/authorization.js';
 import type { NetworkAddress, NetworkCidr } from '../model/ip.js';
 import type { Service } from '../model/service.js';
 import type { Workload, WorkloadServiceRef } from '../model/workload.js';
@@ -94,4 +94,23 @@ export function addresses(
 
 export function policies(items: readonly Authorization[], removals: readonly string[] = []): PolicyUpdate {
   return { upserts: items.map((p) => ({ name: `${p.namespace}/${p.name}`, policy: p })), removals };
+}
+
+/** A policy Match with every list empty except those given. */
+export function aMatch(over: Partial<Match> = {}): Match {
+  return {
+    namespaces: [],
+    notNamespaces: [],
+    principals: [],
+    notPrincipals: [],
+    serviceAccounts: [],
+    notServiceAccounts: [],
+    sourceIps: [],
+    notSourceIps: [],
+    destinationIps: [],
+    notDestinationIps: [],
+    destinationPorts: [],
+    notDestinationPorts: [],
+    ...over,
+  };
 }

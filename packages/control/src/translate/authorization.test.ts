@@ -10,6 +10,7 @@ import {
 } from '../gen/istio/security/authorization_pb.js';
 import type { Authorization, Match } from '../model/authorization.js';
 import { ipToBytes } from '../model/ip.js';
+import { aMatch } from '../testing/model-builders.js';
 import type { Rejection } from '../result.js';
 import { ADDRESS_TYPE_URL, AUTHORIZATION_TYPE_URL } from '../xds/type-urls.js';
 import { decodeAuthorizationResource, translateAuthorization } from './authorization.js';
@@ -55,20 +56,7 @@ function rejections(overrides: Partial<AuthorizationInit>): readonly Rejection[]
   return r.errors;
 }
 
-const EMPTY_MATCH: Match = {
-  namespaces: [],
-  notNamespaces: [],
-  principals: [],
-  notPrincipals: [],
-  serviceAccounts: [],
-  notServiceAccounts: [],
-  sourceIps: [],
-  notSourceIps: [],
-  destinationIps: [],
-  notDestinationIps: [],
-  destinationPorts: [],
-  notDestinationPorts: [],
-};
+const EMPTY_MATCH: Match = aMatch();
 
 describe('translateAuthorization', () => {
   it('translates every field, keeping the rules → clauses → matches nesting', () => {

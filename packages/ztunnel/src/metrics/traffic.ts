@@ -121,6 +121,68 @@ const u = (v: string | undefined): string => (v === undefined || v === '' ? UNKN
  * Pure; follows ztunnel's order of precedence (derived source first, then the
  * WDS source overrides everything but the principal).
  */
+/** One peer's label values, before the `source_` / `destination_` prefix. */
+interface PeerFacts {
+  readonly workload: string | undefined;
+  readonly canonicalService: string | undefined;
+  readonly canonicalRevision: string | undefined;
+  readonly namespace: string | undefined;
+  readonly app: string | undefined;
+  readonly version: string | undefined;
+  readonly cluster: string | undefined;
+  /** undefined: leave the principal label as it is. */
+  readonly principal: string | undefined;
+  readonly region: string | undefined;
+  readonly zone: string | undefined;
+}
+
+/** A peer known from WDS: app/version from the canonical labels (ztunnel). */
+function wdsFacts(w: WorkloadLabelSource, withPrincipal: boolean): PeerFacts {
+  return {
+    workload: w.workloadName,
+    canonicalService: w.canonicalName,
+    canonicalRevision: w.canonicalRevision,
+    namespace: w.namespace,
+    app: w.canonicalName,
+    version: w.canonicalRevision,
+    cluster: w.clusterId,
+    principal: withPrincipal ? identityToString(w.identity) : undefined,
+    region: w.locality?.region,
+    zone: w.locality?.zone,
+  };
+}
+
+/** A peer known only from the connection (mTLS identity, baggage): app is the workload name (ztunnel). */
+function derivedFacts(d: DerivedWorkload): PeerFacts {
+  return {
+    workload: d.workloadName,
+    canonicalService: d.app,
+    canonicalRevision: d.revision,
+    namespace: d.namespace,
+    app: d.workloadName,
+    version: d.revision,
+    cluster: d.clusterId,
+    principal: d.identity ? identityToString(d.identity) : UNKNOWN,
+    region: d.region,
+    zone: d.zone,
+  };
+}
+
+/** Writes one peer's labels; returns true (locality labels are then emitted). */
+function fillPeer(l: Record<string, string>, side: 'source' | 'destination', f: PeerFacts): true {
+  l[`${side}_workload`] = u(f.workload);
+  l[`${side}_canonical_service`] = u(f.canonicalService);
+  l[`${side}_canonical_revision`] = u(f.canonicalRevision);
+  l[`${side}_workload_namespace`] = u(f.namespace);
+  l[`${side}_app`] = u(f.app);
+  l[`${side}_version`] = u(f.version);
+  l[`${side}_cluster`] = u(f.cluster);
+  if (f.principal !== undefined) l[`${side}_principal`] = f.principal;
+  l[`${side}_region`] = u(f.region);
+  l[`${side}_zone`] = u(f.zone);
+  return true;
+}
+
 export function trafficLabels(ctx: TrafficContext, responseFlag: ResponseFlag = '-'): TrafficLabels {
   const l: Record<string, string> = {};
   for (const name of TRAFFIC_LABEL_NAMES) l[name] = UNKNOWN;
@@ -128,68 +190,18 @@ export function trafficLabels(ctx: TrafficContext, responseFlag: ResponseFlag = 
 
   l['reporter'] = ctx.reporter;
 
-  const ds = ctx.derivedSource;
-  if (ds) {
-    l['source_workload'] = u(ds.workloadName);
-    l['source_canonical_service'] = u(ds.app);
-    l['source_canonical_revision'] = u(ds.revision);
-    l['source_workload_namespace'] = u(ds.namespace);
-    l['source_app'] = u(ds.workloadName);
-    l['source_version'] = u(ds.revision);
-    l['source_cluster'] = u(ds.clusterId);
-    l['source_principal'] = ds.identity ? identityToString(ds.identity) : UNKNOWN;
-    l['source_region'] = u(ds.region);
-    l['source_zone'] = u(ds.zone);
-    locality = true;
-  }
-  const s = ctx.source;
-  if (s) {
-    l['source_workload'] = u(s.workloadName);
-    l['source_canonical_service'] = u(s.canonicalName);
-    l['source_canonical_revision'] = u(s.canonicalRevision);
-    l['source_workload_namespace'] = u(s.namespace);
-    // source_principal deliberately not set: only a real mTLS identity counts.
-    l['source_app'] = u(s.canonicalName);
-    l['source_version'] = u(s.canonicalRevision);
-    l['source_cluster'] = u(s.clusterId);
-    l['source_region'] = u(s.locality?.region);
-    l['source_zone'] = u(s.locality?.zone);
-    locality = true;
-  }
-  const d = ctx.destination;
-  if (d) {
-    l['destination_workload'] = u(d.workloadName);
-    l['destination_canonical_service'] = u(d.canonicalName);
-    l['destination_canonical_revision'] = u(d.canonicalRevision);
-    l['destination_workload_namespace'] = u(d.namespace);
-    l['destination_principal'] = identityToString(d.identity);
-    l['destination_app'] = u(d.canonicalName);
-    l['destination_version'] = u(d.canonicalRevision);
-    l['destination_cluster'] = u(d.clusterId);
-    l['destination_region'] = u(d.locality?.region);
-    l['destination_zone'] = u(d.locality?.zone);
-    locality = true;
-  }
+  // Derived (connection) facts first; WDS facts override them, except the principal,
+  // which only a real mTLS identity may set.
+  if (ctx.derivedSource) locality = fillPeer(l, 'source', derivedFacts(ctx.derivedSource));
+  if (ctx.source) locality = fillPeer(l, 'source', wdsFacts(ctx.source, false));
+  if (ctx.destination) locality = fillPeer(l, 'destination', wdsFacts(ctx.destination, true));
   const svc = ctx.destinationService;
   if (svc) {
     l['destination_service'] = u(svc.hostname);
     l['destination_service_name'] = u(svc.name);
     l['destination_service_namespace'] = u(svc.namespace);
   }
-  const dd = ctx.derivedDestination;
-  if (dd) {
-    l['destination_workload'] = u(dd.workloadName);
-    l['destination_canonical_service'] = u(dd.app);
-    l['destination_canonical_revision'] = u(dd.revision);
-    l['destination_workload_namespace'] = u(dd.namespace);
-    l['destination_app'] = u(dd.workloadName);
-    l['destination_version'] = u(dd.revision);
-    l['destination_cluster'] = u(dd.clusterId);
-    l['destination_principal'] = dd.identity ? identityToString(dd.identity) : UNKNOWN;
-    l['destination_region'] = u(dd.region);
-    l['destination_zone'] = u(dd.zone);
-    locality = true;
-  }
+  if (ctx.derivedDestination) locality = fillPeer(l, 'destination', derivedFacts(ctx.derivedDestination));
 
   l['request_protocol'] = 'tcp';
   l['response_flags'] = responseFlag;
