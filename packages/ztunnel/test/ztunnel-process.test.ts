@@ -68,20 +68,26 @@ async function ready(ip: string): Promise<void> {
 
 const exitOf = (child: ChildProcess) => once(child, 'exit').then(([code, signal]) => ({ code: code as number | null, signal: signal as string | null }));
 
+/** The control plane, the app, a client and a server ztunnel process, and one connection across them. */
+async function meshOfTwo(env: { client?: Record<string, string>; server?: Record<string, string> }) {
+  const cp = await startTestControlPlane();
+  cleanups.push(() => cp.close());
+  cp.setWorkload(workload({ name: 'client-0', namespace: 'demo', serviceAccount: 'client', ips: [CLIENT_IP], node: 'node-a' }));
+  cp.setWorkload(workload({ name: 'server-0', namespace: 'demo', serviceAccount: 'server', ips: [SERVER_IP], node: 'node-a' }));
+  const echo = await startEcho(SERVER_IP, 8080);
+  cleanups.push(() => echo.close());
+  const server = spawnZtunnel(cp, SERVER_IP, 'server-0', 'server', env.server);
+  const client = spawnZtunnel(cp, CLIENT_IP, 'client-0', 'client', env.client);
+  await ready(SERVER_IP);
+  await ready(CLIENT_IP);
+  const c = await socks5Connect({ ip: CLIENT_IP, port: 15080 }, { ip: SERVER_IP, port: 8080 }, CLIENT_IP);
+  expect(c.reply).toBe(0);
+  return { client, server, c };
+}
+
 describe('the ztunnel process', () => {
   it('starts with the Helm args, serves traffic, drains on SIGTERM and exits 0', async () => {
-    const cp = await startTestControlPlane();
-    cleanups.push(() => cp.close());
-    cp.setWorkload(workload({ name: 'client-0', namespace: 'demo', serviceAccount: 'client', ips: [CLIENT_IP], node: 'node-a' }));
-    cp.setWorkload(workload({ name: 'server-0', namespace: 'demo', serviceAccount: 'server', ips: [SERVER_IP], node: 'node-a' }));
-    const echo = await startEcho(SERVER_IP, 8080);
-    cleanups.push(() => echo.close());
-    const server = spawnZtunnel(cp, SERVER_IP, 'server-0', 'server', { TERMINATION_GRACE_PERIOD_SECONDS: '3' });
-    const client = spawnZtunnel(cp, CLIENT_IP, 'client-0', 'client');
-    await ready(SERVER_IP);
-    await ready(CLIENT_IP);
-    const c = await socks5Connect({ ip: CLIENT_IP, port: 15080 }, { ip: SERVER_IP, port: 8080 }, CLIENT_IP);
-    expect(c.reply).toBe(0);
+    const { server, c } = await meshOfTwo({ server: { TERMINATION_GRACE_PERIOD_SECONDS: '3' } });
     c.socket.destroy();
 
     const exited = exitOf(server.child);
@@ -89,22 +95,10 @@ describe('the ztunnel process', () => {
     const { code } = await withTimeout(exited, WAIT_MS, () => 'ztunnel exit after SIGTERM');
     expect(code).toBe(0);
     expect(server.output()).toContain('shutting down gracefully');
-    void client;
   });
 
   it('exits at once on a second signal while a connection holds the drain open', async () => {
-    const cp = await startTestControlPlane();
-    cleanups.push(() => cp.close());
-    cp.setWorkload(workload({ name: 'client-0', namespace: 'demo', serviceAccount: 'client', ips: [CLIENT_IP], node: 'node-a' }));
-    cp.setWorkload(workload({ name: 'server-0', namespace: 'demo', serviceAccount: 'server', ips: [SERVER_IP], node: 'node-a' }));
-    const echo = await startEcho(SERVER_IP, 8080);
-    cleanups.push(() => echo.close());
-    const client = spawnZtunnel(cp, CLIENT_IP, 'client-0', 'client', { TERMINATION_GRACE_PERIOD_SECONDS: '60' });
-    const server = spawnZtunnel(cp, SERVER_IP, 'server-0', 'server');
-    await ready(SERVER_IP);
-    await ready(CLIENT_IP);
-    const c = await socks5Connect({ ip: CLIENT_IP, port: 15080 }, { ip: SERVER_IP, port: 8080 }, CLIENT_IP);
-    expect(c.reply).toBe(0);
+    const { client, c } = await meshOfTwo({ client: { TERMINATION_GRACE_PERIOD_SECONDS: '60' } });
     cleanups.push(() => void c.socket.destroy());
 
     const exited = exitOf(client.child);
@@ -121,7 +115,6 @@ describe('the ztunnel process', () => {
     const { code } = await withTimeout(exited, 5_000, () => 'ztunnel exit after a second signal');
     expect(code).toBe(130);
     expect(client.output()).toContain('second signal');
-    void server;
   });
 
   it('refuses a bad configuration listing every problem, exit code 2', async () => {
