@@ -37,6 +37,17 @@ export interface TrackedConnectionInfo {
 /** Re-runs authorization for a live connection; `allow: false` closes it. */
 export type Reauthorize = (snapshot: Snapshot, info: TrackedConnectionInfo) => { allow: boolean; reason: string };
 
+export interface ConnectionDump {
+  readonly src: string;
+  readonly originalDst: string;
+  readonly actualDst: string;
+  readonly protocol: 'HBONE' | 'TCP';
+}
+
+function hostPort(e: ConnectionEndpoint): string {
+  return e.ip.includes(':') ? `[${e.ip}]:${e.port}` : `${e.ip}:${e.port}`;
+}
+
 export interface ConnectionHandle {
   readonly id: number;
   /** Stops tracking (the connection ended). Idempotent. */
@@ -82,6 +93,15 @@ export class ConnectionManager {
   /** Connections for the config dump (ztunnel's workloadState connections). */
   list(): TrackedConnectionInfo[] {
     return [...this.#entries.values()].map((e) => e.info);
+  }
+
+  /** ztunnel's config-dump layout of a proxy's connections: addresses as ip:port text, by direction. */
+  dump(): { inbound: ConnectionDump[]; outbound: ConnectionDump[] } {
+    const out = { inbound: [] as ConnectionDump[], outbound: [] as ConnectionDump[] };
+    for (const { info } of this.#entries.values()) {
+      out[info.direction].push({ src: hostPort(info.src), originalDst: hostPort(info.originalDst), actualDst: hostPort(info.actualDst), protocol: info.protocol });
+    }
+    return out;
   }
 
   /** Closes every tracked connection (forced drain). */

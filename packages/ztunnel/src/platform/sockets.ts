@@ -5,7 +5,8 @@
  * native module) and tests can supply their own, and nothing else in the
  * package calls `net.createServer` / `net.connect` directly.
  */
-import { createServer, connect as netConnect, type Server, type Socket } from 'node:net';
+import { createSocket, type Socket as UdpSocket } from 'node:dgram';
+import { createServer, connect as netConnect, isIPv6, type Server, type Socket } from 'node:net';
 
 export interface SocketAddress {
   readonly ip: string;
@@ -16,6 +17,8 @@ export interface ListenOptions {
   readonly host: string;
   readonly port: number;
   readonly backlog?: number;
+  /** Accepted sockets start paused (the HBONE listener: no byte may be read before TLS takes over). */
+  readonly pauseOnConnect?: boolean;
 }
 
 export interface ConnectOptions {
@@ -25,12 +28,20 @@ export interface ConnectOptions {
   readonly localAddress?: string;
 }
 
+export interface UdpOptions {
+  /** Address to bind; port 0 for an ephemeral port (DNS forwarder sockets). */
+  readonly host: string;
+  readonly port: number;
+}
+
 /** Creates listening servers and outgoing TCP sockets for one proxy (one pod in shared mode). */
 export interface SocketFactory {
   /** A bound, listening server; rejects with the bind error (e.g. EADDRINUSE). */
   listen(options: ListenOptions, onConnection: (socket: Socket) => void): Promise<Server>;
   /** An outgoing TCP socket (not yet connected when returned). */
   connect(options: ConnectOptions): Socket;
+  /** A bound UDP socket (the DNS proxy's listener, DNS forwarder sockets); rejects with the bind error. */
+  udp(options: UdpOptions): Promise<UdpSocket>;
 }
 
 /** Where a captured connection was going: SO_ORIGINAL_DST in capture mode, the local address otherwise. */
@@ -45,7 +56,7 @@ export const localAddressAsOriginalDestination: OriginalDestination = (socket) =
 export const nodeSocketFactory: SocketFactory = {
   listen(options, onConnection) {
     return new Promise((resolve, reject) => {
-      const server = createServer({ noDelay: true }, onConnection);
+      const server = createServer({ noDelay: true, pauseOnConnect: options.pauseOnConnect === true }, onConnection);
       const onError = (err: Error) => reject(err);
       server.once('error', onError);
       server.listen({ host: options.host, port: options.port, backlog: options.backlog ?? 1024, exclusive: true }, () => {
@@ -61,6 +72,20 @@ export const nodeSocketFactory: SocketFactory = {
         : { host: options.ip, port: options.port, localAddress: options.localAddress, noDelay: true },
     );
     return socket;
+  },
+  udp(options) {
+    return new Promise((resolve, reject) => {
+      const socket = createSocket({ type: isIPv6(options.host) ? 'udp6' : 'udp4' });
+      const onError = (err: Error) => {
+        socket.close();
+        reject(err);
+      };
+      socket.once('error', onError);
+      socket.bind({ address: options.host, port: options.port, exclusive: true }, () => {
+        socket.off('error', onError);
+        resolve(socket);
+      });
+    });
   },
 };
 
