@@ -46,7 +46,7 @@ import type { ZtunnelConfig } from './config.js';
 import type { VerifyPeer } from './hbone/client.js';
 import { parseTrustRoots, verifyPeerCertificate } from './tls/spiffe-verify.js';
 import { CertPrefetcher } from './identity/cert-prefetch.js';
-import type { InpodPlatform } from './inpod/platform.js';
+import { retiringSockets, type InpodPlatform } from './inpod/platform.js';
 import { WorkloadProxyManager } from './inpod/workload-proxy-manager.js';
 import { ConnectionResults } from './metrics/connection-result.js';
 import { createZtunnelMetrics, type ZtunnelMetrics } from './metrics/index.js';
@@ -216,7 +216,8 @@ export async function buildApp(config: ZtunnelConfig, deps: AppDeps): Promise<Ap
       random: deps.random,
       log,
       startProxy: async (uid, info, netns) => {
-        const sockets = inpod.socketsFor(netns.fd);
+        let retired = false;
+        const sockets = retiringSockets(inpod.socketsFor(netns.fd), () => retired);
         const proxy = await startWorkloadProxy(shared, {
           info,
           sockets,
@@ -231,7 +232,16 @@ export async function buildApp(config: ZtunnelConfig, deps: AppDeps): Promise<Ap
           backlog: config.inpodPortReuse ? 128 : 1024,
           log: log.child({ workload: `${info.namespace}/${info.name}`, uid }),
         });
-        return { drain: (mode) => proxy.drain(mode), connections: () => proxy.connections.dump() };
+        return {
+          drain: async (mode) => {
+            try {
+              await proxy.drain(mode);
+            } finally {
+              retired = true;
+            }
+          },
+          connections: () => proxy.connections.dump(),
+        };
       },
     });
     manager.start();

@@ -10,7 +10,11 @@ import { formatRejections, systemClock, systemRandom } from '@ambient/control';
 import { createLogger } from './access-log.js';
 import { buildApp } from './app.js';
 import { MESH_CONFIG_PATH, OUR_ENV_VARS, parseConfig } from './config.js';
-import { nodeSocketFactory } from './platform/sockets.js';
+import { nativeInpodPlatform, verifyInpodCapabilities } from './inpod/native-platform.js';
+import type { InpodPlatform } from './inpod/platform.js';
+import { loadNative, type Native } from './platform/native.js';
+import { nativeOriginalDestination, netnsSocketFactory } from './platform/netns-sockets.js';
+import { localAddressAsOriginalDestination, nodeSocketFactory, type OriginalDestination, type SocketFactory } from './platform/sockets.js';
 import { VERSION } from './version.js';
 
 const HELP = `ztunnel (ambient-ts): Istio ambient mode's node proxy.
@@ -50,13 +54,43 @@ export async function main(argv: readonly string[], env: NodeJS.ProcessEnv): Pro
   const quit = new Promise<void>((resolve) => {
     quitRequested = resolve;
   });
+  // The native capture module: required in shared (in-pod) mode; in dedicated mode it adds
+  // SO_ORIGINAL_DST and socket marks when present, and plain Node sockets serve otherwise.
+  let native: Native | undefined;
+  try {
+    native = loadNative();
+  } catch (err) {
+    if (config.proxyMode === 'shared' && config.enableProxy) {
+      log.error({ err: err instanceof Error ? err.message : String(err) }, 'in-pod mode needs the native capture module');
+      return 1;
+    }
+  }
+  let inpod: InpodPlatform | undefined;
+  let sockets: SocketFactory = nodeSocketFactory;
+  let originalDestination: OriginalDestination = localAddressAsOriginalDestination;
+  if (native !== undefined) {
+    originalDestination = nativeOriginalDestination(native);
+    if (config.proxyMode === 'shared') {
+      try {
+        verifyInpodCapabilities(native, config.packetMark ?? 1337);
+      } catch (err) {
+        log.error({ err: err instanceof Error ? err.message : String(err) }, 'ztunnel failed to start');
+        return 1;
+      }
+      inpod = nativeInpodPlatform(native, config);
+    } else if (config.packetMark !== undefined) {
+      sockets = netnsSocketFactory({ native, mark: config.packetMark, transparent: 'off' });
+    }
+  }
   const app = await buildApp(config, {
     clock: systemClock,
     random: systemRandom,
     logger,
     env,
     readFile: (p) => readFile(p),
-    sockets: nodeSocketFactory,
+    sockets,
+    originalDestination,
+    ...(inpod === undefined ? {} : { inpod }),
     onShutdownRequested: () => quitRequested(),
   }).catch((err: unknown) => {
     log.error({ err: err instanceof Error ? err.message : String(err) }, 'ztunnel failed to start');
