@@ -72,3 +72,4 @@ export {
   type ZdsRequest,
   type ZdsWorkloadInfo,
 } from './zds/codec.js';
+export { decodeZdsHello, decodeZdsResponse, encodeZdsRequest, type ZdsNodeAgentRequest } from './zds/node-agent.js';
