@@ -33,6 +33,7 @@ import type { TestControlPlane } from '@ambient/control/testing';
 import { createLogger } from '../../src/access-log.js';
 import { buildApp, type App } from '../../src/app.js';
 import { parseConfig } from '../../src/config.js';
+import type { InpodPlatform } from '../../src/inpod/platform.js';
 import { nodeSocketFactory, type OriginalDestination } from '../../src/platform/sockets.js';
 
 /** How long an awaited event may take before the test fails with what was seen. */
@@ -73,25 +74,35 @@ export interface StartZtunnelOptions {
   readonly localWorkloadWaitMs?: number;
   /** XDS_ADDRESS / CA_ADDRESS (default the control plane's own URL). */
   readonly controlPlaneUrl?: string;
+  /** Shared (in-pod) mode on this platform: the ztunnel runs as the node agent (istio-system/ztunnel on node-a). */
+  readonly inpod?: InpodPlatform;
 }
 
 export async function startZtunnel(cp: TestControlPlane, o: StartZtunnelOptions): Promise<ZtunnelUnderTest> {
   // Dedicated mode: the proxy runs as the workload and presents the workload's own token
   // (no impersonation, as ztunnel outside shared mode).
-  const token = cp.token({ namespace: o.workload.namespace, serviceAccount: o.workload.serviceAccount, node: 'node-a' });
+  const shared = o.inpod !== undefined;
+  const token = shared
+    ? cp.token({ namespace: 'istio-system', serviceAccount: 'ztunnel', node: 'node-a' })
+    : cp.token({ namespace: o.workload.namespace, serviceAccount: o.workload.serviceAccount, node: 'node-a' });
   const url = o.controlPlaneUrl ?? cp.url;
+  const modeEnv: Env = shared
+    ? { POD_NAME: 'ztunnel-node-a', POD_NAMESPACE: 'istio-system', PROXY_MODE: 'shared' }
+    : {
+        // As a per-workload proxy, it runs in the workload's pod: istiod checks NAMESPACE against the token.
+        POD_NAME: o.workload.name,
+        POD_NAMESPACE: o.workload.namespace,
+        PROXY_MODE: 'dedicated',
+        PROXY_WORKLOAD_INFO: `${o.workload.namespace}/${o.workload.name}/${o.workload.serviceAccount}`,
+      };
   const env: Env = {
     XDS_ADDRESS: url,
     CA_ADDRESS: url,
     XDS_ROOT_CA: cp.rootCaPem,
     CA_ROOT_CA: cp.rootCaPem,
     AUTH_TOKEN: token,
-    // As a per-workload proxy, it runs in the workload's pod: istiod checks NAMESPACE against the token.
-    POD_NAME: o.workload.name,
-    POD_NAMESPACE: o.workload.namespace,
     NODE_NAME: 'node-a',
-    PROXY_MODE: 'dedicated',
-    PROXY_WORKLOAD_INFO: `${o.workload.namespace}/${o.workload.name}/${o.workload.serviceAccount}`,
+    ...modeEnv,
     UNSTABLE_ENABLE_SOCKS5: 'true',
     ZTUNNEL_ADMIN_ADDR: `${o.ip}:0`,
     ZTUNNEL_STATS_ADDR: `${o.ip}:0`,
@@ -139,6 +150,7 @@ export async function startZtunnel(cp: TestControlPlane, o: StartZtunnelOptions)
     readFile: (p) => readFile(p),
     sockets: nodeSocketFactory,
     ...(o.originalDestination ? { originalDestination: o.originalDestination } : {}),
+    ...(o.inpod ? { inpod: o.inpod, originalDestination: o.inpod.originalDestination } : {}),
     // ztunnel waits 5 s for an unknown local workload; tests that expect the 503 should not.
     localWorkloadWaitMs: o.localWorkloadWaitMs ?? 500,
   });
