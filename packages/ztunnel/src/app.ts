@@ -48,6 +48,7 @@ import { parseTrustRoots, verifyPeerCertificate } from './tls/spiffe-verify.js';
 import { CertPrefetcher } from './identity/cert-prefetch.js';
 import { retiringSockets, type InpodPlatform } from './inpod/platform.js';
 import { WorkloadProxyManager } from './inpod/workload-proxy-manager.js';
+import { DEFAULT_RESOLV_CONF, createDnsMetrics, loadResolvConf } from './dns/index.js';
 import { ConnectionResults } from './metrics/connection-result.js';
 import { createZtunnelMetrics, type ZtunnelMetrics } from './metrics/index.js';
 import { localAddressAsOriginalDestination, type OriginalDestination, type SocketFactory } from './platform/sockets.js';
@@ -117,7 +118,26 @@ export async function buildApp(config: ZtunnelConfig, deps: AppDeps): Promise<Ap
   const prefetch = config.proxyMode === 'shared' ? new CertPrefetcher(store, config.control.nodeName, certificates) : undefined;
 
   const results = new ConnectionResults({ traffic: metrics.traffic, access: new AccessLog(log, deps.logger.levels), clock });
+  // The DNS proxy's upstreams are ztunnel's own resolv.conf nameservers (search list ignored in shared mode).
+  let dns: ProxyShared['dns'];
+  if (config.dnsProxy) {
+    const resolvConf = await loadResolvConf(DEFAULT_RESOLV_CONF, async (p) => {
+      const data = await deps.readFile(p);
+      return typeof data === 'string' ? data : Buffer.from(data).toString('utf8');
+    }).catch((err: unknown) => {
+      log.warn({ component: 'dns', err: err instanceof Error ? err.message : String(err) }, `cannot read ${DEFAULT_RESOLV_CONF}: names the mesh does not know get SERVFAIL`);
+      return { nameservers: [], search: [], warnings: [] };
+    });
+    for (const w of resolvConf.warnings) log.warn({ component: 'dns' }, w);
+    dns = {
+      metrics: createDnsMetrics(metrics.registry.sub('istio')),
+      nameservers: resolvConf.nameservers,
+      // A dedicated-mode proxy runs in its workload's own namespace, whose search list is the workload's.
+      ...(config.proxyMode === 'dedicated' ? { searchDomains: resolvConf.search } : {}),
+    };
+  }
   const shared: ProxyShared = {
+    dns,
     config,
     clock,
     random: deps.random,
@@ -187,6 +207,7 @@ export async function buildApp(config: ZtunnelConfig, deps: AppDeps): Promise<Ap
         inboundPlaintext: config.addresses.inboundPlaintext,
         outbound: config.addresses.outbound,
         socks5: config.addresses.socks5,
+        dns: config.addresses.dnsProxy,
       },
       // Dedicated mode on a shared host: dial from the workload's own address so the peer sees it.
       bindSourceIp: true,
@@ -227,6 +248,7 @@ export async function buildApp(config: ZtunnelConfig, deps: AppDeps): Promise<Ap
             inbound: { host: inpodAny(config), port: config.hbonePort },
             inboundPlaintext: { host: inpodAny(config), port: 15006 },
             outbound: { host: inpodAny(config), port: 15001 },
+            dns: config.addresses.dnsProxy,
           },
           bindSourceIp: false,
           backlog: config.inpodPortReuse ? 128 : 1024,

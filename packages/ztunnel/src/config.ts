@@ -113,6 +113,8 @@ export interface ZtunnelConfig {
 
   /** DNS proxy on unless proxy metadata DNS_CAPTURE is not "true" (ztunnel default: on). */
   readonly dnsProxy: boolean;
+  /** CLUSTER_DOMAIN: the DNS proxy's Kubernetes suffix (default cluster.local). */
+  readonly clusterDomain: string;
 
   /** Our limits (not in ztunnel). */
   readonly limits: {
@@ -596,6 +598,7 @@ export function parseConfig(env: Env, probe: ConfigProbe, argv: readonly string[
     logFilter,
     logFormat,
     dnsProxy,
+    clusterDomain: (env['CLUSTER_DOMAIN'] ?? '').replace(/\.$/, '') || 'cluster.local',
     limits: {
       tlsHandshakeTimeoutMs: duration('ZTUNNEL_TLS_HANDSHAKE_TIMEOUT', 10_000, 1),
       h2PrefaceTimeoutMs: duration('ZTUNNEL_H2_PREFACE_TIMEOUT', 10_000, 1),

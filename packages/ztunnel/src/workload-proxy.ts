@@ -31,7 +31,8 @@ import type { HboneLimitKind } from './hbone/server-limits.js';
 import type { ConnectionResults } from './metrics/connection-result.js';
 import type { RefusalReason } from './metrics/components.js';
 import type { ZtunnelMetrics } from './metrics/index.js';
-import { peerAddress, type OriginalDestination, type SocketFactory } from './platform/sockets.js';
+import { startDnsProxy, type DnsMetricsRecorder, type Nameserver } from './dns/index.js';
+import { formatAddress, peerAddress, type OriginalDestination, type SocketFactory } from './platform/sockets.js';
 import type { InboundContext } from './proxy/context.js';
 import { createHboneInboundHandler } from './proxy/hbone-inbound.js';
 import { proxyOutbound, type OutboundDeps } from './proxy/outbound.js';
@@ -50,6 +51,8 @@ export interface ProxyShared {
   readonly results: ConnectionResults;
   readonly log: Logger;
   readonly localWorkloadWaitMs: number;
+  /** The DNS proxy's shared parts (absent when ISTIO_META_DNS_CAPTURE=false). */
+  readonly dns?: { readonly metrics: DnsMetricsRecorder; readonly nameservers: readonly Nameserver[]; readonly searchDomains?: readonly string[] } | undefined;
   /** The peer verifier for an outbound HBONE connection (expected SANs, our workload roots). */
   readonly serverVerifier: (expected: readonly string[], certificate: Awaited<ReturnType<CertManager['fetchCertificate']>>) => VerifyPeer;
 }
@@ -68,6 +71,8 @@ export interface WorkloadProxySpec {
     readonly inboundPlaintext: ListenAddress;
     readonly outbound: ListenAddress;
     readonly socks5?: ListenAddress | undefined;
+    /** The DNS proxy (UDP + TCP), when shared.dns is set. */
+    readonly dns?: ListenAddress | undefined;
   };
   /** Dial HBONE from the workload's own address (dedicated mode sharing a host's loopback). */
   readonly bindSourceIp: boolean;
@@ -268,6 +273,26 @@ export async function startWorkloadProxy(shared: ProxyShared, spec: WorkloadProx
       });
       addresses['socks5'] = `${socks.address.ip}:${socks.address.port}`;
       stopAccepting.push(() => socks.close());
+    }
+    const dnsAddress = spec.addresses.dns;
+    if (shared.dns !== undefined && dnsAddress !== undefined) {
+      const dns = await startDnsProxy({
+        sockets: spec.sockets,
+        address: dnsAddress,
+        store,
+        localWorkload: (snapshot) => localWorkload(snapshot),
+        localWorkloadWaitMs: shared.localWorkloadWaitMs,
+        clusterDomain: config.clusterDomain,
+        ipv6Enabled: config.ipv6Enabled,
+        nameservers: shared.dns.nameservers,
+        ...(shared.dns.searchDomains === undefined ? {} : { searchDomains: shared.dns.searchDomains }),
+        clock,
+        random: shared.random,
+        log: plog.child({ component: 'dns' }),
+        metrics: shared.dns.metrics,
+      });
+      addresses['dns'] = dns.addresses.map((a) => formatAddress(a)).join(',');
+      stopAccepting.push(() => dns.close());
     }
   } catch (err) {
     return abort(err);

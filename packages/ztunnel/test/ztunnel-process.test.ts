@@ -43,6 +43,7 @@ function spawnZtunnel(cp: TestControlPlane, ip: string, name: string, sa: string
       ZTUNNEL_INBOUND_PLAINTEXT_ADDR: `${ip}:15006`,
       ZTUNNEL_OUTBOUND_ADDR: `${ip}:15001`,
       ZTUNNEL_SOCKS5_ADDR: `${ip}:15080`,
+      ISTIO_META_DNS_PROXY_ADDR: `${ip}:15053`,
       LOG_FORMAT: 'json',
       ...extra,
     },

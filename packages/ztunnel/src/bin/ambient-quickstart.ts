@@ -73,6 +73,8 @@ function ztunnel(w: typeof CLIENT, tint: number): ChildProcess {
     ZTUNNEL_INBOUND_PLAINTEXT_ADDR: `${w.ip}:15006`,
     ZTUNNEL_OUTBOUND_ADDR: `${w.ip}:15001`,
     ZTUNNEL_SOCKS5_ADDR: `${w.ip}:15080`,
+    // The DNS proxy of each dedicated ztunnel on its own address (both would want localhost:15053).
+    ISTIO_META_DNS_PROXY_ADDR: `${w.ip}:15053`,
     LOG_FORMAT: 'plain',
   }, tint);
 }

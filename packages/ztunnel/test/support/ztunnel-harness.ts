@@ -111,6 +111,7 @@ export async function startZtunnel(cp: TestControlPlane, o: StartZtunnelOptions)
     ZTUNNEL_INBOUND_PLAINTEXT_ADDR: `${o.ip}:15006`,
     ZTUNNEL_OUTBOUND_ADDR: `${o.ip}:15001`,
     ZTUNNEL_SOCKS5_ADDR: `${o.ip}:15080`,
+    ISTIO_META_DNS_PROXY_ADDR: `${o.ip}:15053`,
     TERMINATION_GRACE_PERIOD_SECONDS: '3',
     ...o.env,
   };
