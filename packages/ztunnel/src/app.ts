@@ -251,6 +251,8 @@ export async function buildApp(config: ZtunnelConfig, deps: AppDeps): Promise<Ap
             dns: config.addresses.dnsProxy,
           },
           bindSourceIp: false,
+          // ENABLE_ORIG_SRC unset (best effort) or true: upstream sockets in the pod bind the client's address.
+          transparentSource: config.requireOriginalSource !== false,
           backlog: config.inpodPortReuse ? 128 : 1024,
           log: log.child({ workload: `${info.namespace}/${info.name}`, uid }),
         });

@@ -76,6 +76,8 @@ export interface WorkloadProxySpec {
   };
   /** Dial HBONE from the workload's own address (dedicated mode sharing a host's loopback). */
   readonly bindSourceIp: boolean;
+  /** The factory binds non-local addresses (in-pod IP_TRANSPARENT): apps see the client's own IP. */
+  readonly transparentSource?: boolean;
   /** SO_REUSEPORT listeners are created with backlog 128 (ztunnel's in-pod listeners). */
   readonly backlog?: number;
   readonly log: Logger;
@@ -139,6 +141,7 @@ export async function startWorkloadProxy(shared: ProxyShared, spec: WorkloadProx
     network: config.control.network,
     illegalPorts: config.illegalPorts,
     sockets: spec.sockets,
+    transparentSource: spec.transparentSource === true,
     clock,
     connectTimeoutMs: config.connectTimeoutMs,
     authzInfoLogging: config.authzPolicyInfoLogging,

@@ -161,8 +161,11 @@ interface Connection extends HboneConnectionInfo {
 
 function hostPort(address: string | undefined, port: number | undefined): HostPort | undefined {
   if (address === undefined || port === undefined) return undefined;
-  let ip = canonicalIp(address) ?? address;
-  if (ip.startsWith('::ffff:')) ip = canonicalIp(ip.slice(7)) ?? ip; // IPv4-mapped, as ztunnel's to_canonical
+  // IPv4-mapped (::ffff:a.b.c.d, as a dual-stack listener reports IPv4 peers) is unmapped first, as ztunnel's
+  // to_canonical: canonicalizing first would give ::ffff:a0a:10a, which is no longer recognizable.
+  const unmappedText = address.toLowerCase().startsWith('::ffff:') && address.includes('.') ? address.slice(7) : address;
+  let ip = canonicalIp(unmappedText) ?? unmappedText;
+  if (ip.startsWith('::ffff:')) ip = canonicalIp(ip.slice(7)) ?? ip;
   return { ip, port };
 }
 

@@ -15,6 +15,8 @@ export interface InboundContext {
   readonly network: string;
   readonly illegalPorts: ReadonlySet<number>;
   readonly sockets: SocketFactory;
+  /** The factory binds non-local source addresses (in-pod, IP_TRANSPARENT): connect to apps from the client's own IP. */
+  readonly transparentSource?: boolean;
   readonly clock: Clock;
   readonly connectTimeoutMs: number;
   readonly authzInfoLogging: boolean;

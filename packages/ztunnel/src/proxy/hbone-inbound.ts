@@ -131,7 +131,7 @@ async function serveConnect(deps: HboneInboundDeps, req: ConnectRequest): Promis
         clock: deps.clock,
         timeoutMs: deps.connectTimeoutMs,
         to: plan.upstream,
-        localAddress: plan.bindLoopback ? (plan.upstream.ip.includes(':') ? '::1' : '127.0.0.1') : originalSource(src.ip, plan.upstream.ip),
+        localAddress: plan.bindLoopback ? (plan.upstream.ip.includes(':') ? '::1' : '127.0.0.1') : originalSource(src.ip, plan.upstream.ip, deps.transparentSource === true),
         signal: req.signal,
       });
     } catch (err) {

@@ -80,7 +80,7 @@ export async function servePlaintextInbound(deps: PlaintextInboundDeps, socket: 
         clock: deps.clock,
         timeoutMs: deps.connectTimeoutMs,
         to: target,
-        localAddress: originalSource(peer.ip, target.ip),
+        localAddress: originalSource(peer.ip, target.ip, deps.transparentSource === true),
         signal: abort.signal,
       });
     } catch (err) {

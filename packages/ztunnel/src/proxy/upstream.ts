@@ -50,11 +50,15 @@ export function connectUpstream(o: UpstreamConnectOptions): Promise<Socket> {
 /**
  * The local address to connect to an app from, so the app sees the real
  * client (ztunnel binds the client's address with IP_TRANSPARENT, on both
- * 15008 and 15006). Without the capture module's transparent sockets we can
- * still do that when the client address is local to this host and of the
- * same family — always the case on loopback (dev, tests, quick start).
+ * 15008 and 15006). `transparent`: the socket factory binds non-local
+ * addresses (in-pod sockets with IP_TRANSPARENT/IP_FREEBIND), so any client
+ * address of the upstream's family works. Without it we can still do that
+ * when both addresses are loopback (dev, tests, quick start).
  */
-export function originalSource(clientIp: string, upstreamIp: string): string | undefined {
+export function originalSource(clientIp: string, upstreamIp: string, transparent = false): string | undefined {
+  const sameFamily = clientIp.includes(':') === upstreamIp.includes(':');
+  if (!sameFamily) return undefined;
+  if (transparent) return clientIp;
   const loopback = (ip: string) => ip.startsWith('127.') || ip === '::1';
-  return loopback(clientIp) && loopback(upstreamIp) && clientIp.includes(':') === upstreamIp.includes(':') ? clientIp : undefined;
+  return loopback(clientIp) && loopback(upstreamIp) ? clientIp : undefined;
 }
