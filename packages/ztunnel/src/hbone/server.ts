@@ -598,6 +598,12 @@ export class HboneServer {
     if (conn.ending) return;
     const code = (err as { code?: string }).code;
     const message = firstLine(err);
+    // The peer went away (reset, broken pipe, timeout): an ordinary end, not a protection being triggered.
+    if (code === 'ECONNRESET' || code === 'EPIPE' || code === 'ETIMEDOUT' || code === 'ECONNABORTED') {
+      conn.ending = true;
+      conn.log.debug({ err: `${code} ${message}` }, 'HBONE connection ended by the network');
+      return;
+    }
     let kind: HboneLimitKind = 'protocol-error';
     if (code === 'ERR_HTTP2_TOO_MANY_INVALID_FRAMES') kind = 'invalid-frames';
     else if (/CONTINUATION/.test(message)) kind = 'continuation-flood';
