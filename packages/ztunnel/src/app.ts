@@ -65,6 +65,8 @@ export interface AppDeps {
   readonly sockets: SocketFactory;
   /** SO_ORIGINAL_DST for captured traffic; the local address without capture. */
   readonly originalDestination?: OriginalDestination;
+  /** The socket factory binds non-local addresses (dedicated mode under capture): apps see the client's own IP. */
+  readonly transparentSource?: boolean;
   /** Shared (in-pod) mode: ZDS transport, network namespaces and per-pod socket factories (the native module). */
   readonly inpod?: InpodPlatform;
   /** How long inbound connections wait for their local workload (default ztunnel's 5 s; tests shorten it). */
@@ -211,6 +213,7 @@ export async function buildApp(config: ZtunnelConfig, deps: AppDeps): Promise<Ap
       },
       // Dedicated mode on a shared host: dial from the workload's own address so the peer sees it.
       bindSourceIp: true,
+      transparentSource: deps.transparentSource === true,
       // One `component` per logger (children add theirs): repeated JSON keys confuse log parsers.
       log: log.child({ workload: `${info.namespace}/${info.name}` }),
     });

@@ -10,7 +10,7 @@ import { formatRejections, systemClock, systemRandom } from '@ambient/control';
 import { createLogger } from './access-log.js';
 import { buildApp } from './app.js';
 import { MESH_CONFIG_PATH, OUR_ENV_VARS, parseConfig } from './config.js';
-import { nativeInpodPlatform, verifyInpodCapabilities } from './inpod/native-platform.js';
+import { nativeInpodPlatform, transparentMode, verifyInpodCapabilities } from './inpod/native-platform.js';
 import type { InpodPlatform } from './inpod/platform.js';
 import { loadNative, type Native } from './platform/native.js';
 import { nativeOriginalDestination, netnsSocketFactory } from './platform/netns-sockets.js';
@@ -68,6 +68,7 @@ export async function main(argv: readonly string[], env: NodeJS.ProcessEnv): Pro
   let inpod: InpodPlatform | undefined;
   let sockets: SocketFactory = nodeSocketFactory;
   let originalDestination: OriginalDestination = localAddressAsOriginalDestination;
+  let transparentSource = false;
   if (native !== undefined) {
     originalDestination = nativeOriginalDestination(native);
     if (config.proxyMode === 'shared') {
@@ -79,7 +80,10 @@ export async function main(argv: readonly string[], env: NodeJS.ProcessEnv): Pro
       }
       inpod = nativeInpodPlatform(native, config);
     } else if (config.packetMark !== undefined) {
-      sockets = netnsSocketFactory({ native, mark: config.packetMark, transparent: 'off' });
+      // Dedicated mode under capture rules (a VM, a per-pod proxy): marked sockets bypass the
+      // REDIRECT, and connections to the app come from the client's address like in a pod.
+      sockets = netnsSocketFactory({ native, mark: config.packetMark, transparent: transparentMode(config.requireOriginalSource) });
+      transparentSource = config.requireOriginalSource !== false;
     }
   }
   const app = await buildApp(config, {
@@ -90,6 +94,7 @@ export async function main(argv: readonly string[], env: NodeJS.ProcessEnv): Pro
     readFile: (p) => readFile(p),
     sockets,
     originalDestination,
+    transparentSource,
     ...(inpod === undefined ? {} : { inpod }),
     onShutdownRequested: () => quitRequested(),
   }).catch((err: unknown) => {

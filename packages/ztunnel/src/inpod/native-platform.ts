@@ -7,11 +7,11 @@
  */
 import type { ZtunnelConfig } from '../config.js';
 import type { Native } from '../platform/native.js';
-import { nativeOriginalDestination, netnsSocketFactory } from '../platform/netns-sockets.js';
+import { nativeOriginalDestination, netnsSocketFactory, type TransparentMode } from '../platform/netns-sockets.js';
 import type { InpodPlatform } from './platform.js';
 
 export function nativeInpodPlatform(native: Native, config: ZtunnelConfig): InpodPlatform {
-  const transparent = config.requireOriginalSource === undefined ? 'best-effort' : config.requireOriginalSource ? 'required' : 'off';
+  const transparent = transparentMode(config.requireOriginalSource);
   return {
     connect: (path) => native.seqpacketConnect(path),
     identifyNetns: (fd) => {
@@ -29,6 +29,11 @@ export function nativeInpodPlatform(native: Native, config: ZtunnelConfig): Inpo
       }),
     originalDestination: nativeOriginalDestination(native),
   };
+}
+
+/** ENABLE_ORIG_SRC: unset = best effort, true = required, false = off. */
+export function transparentMode(requireOriginalSource: boolean | undefined): TransparentMode {
+  return requireOriginalSource === undefined ? 'best-effort' : requireOriginalSource ? 'required' : 'off';
 }
 
 /**
