@@ -202,4 +202,28 @@ describe('ztunnel in shared (in-pod) mode with a node agent on ZDS', () => {
     expect(metrics).toMatch(/^workload_manager_active_proxy_count 0$/m);
     expect(metrics).toMatch(/^workload_manager_proxies_stopped_total 2$/m);
   });
+
+  it('keeps a pod whose port is taken pending (NACK, not ready) and starts it on the 5 s retry once the port is free', async () => {
+    const native = requireRootAndNative();
+    const { zt, nextConnection, podA } = await setup(native);
+    const agent = await nextConnection();
+    // Something else in the pod holds 15008 without SO_REUSEPORT (e.g. an old proxy that did not use it).
+    const blocker = native.tcpListener({ netns: podA.fd, host: '0.0.0.0', port: 15008, backlog: 1 });
+    let blocked = true;
+    cleanup.add(() => blocked && native.closeFd(blocker));
+    expect(await agent.request(addA, [podA.fd])).toMatch(/starting the proxy for pod demo\/pod-a \(uid-a\) failed: .*EADDRINUSE/);
+    expect(await agent.request({ kind: 'snapshot-sent' })).toBe('');
+    const dump = JSON.parse((await zt.get('admin', '/config_dump')).body) as { workloadState: Record<string, { state: string }> };
+    expect(dump.workloadState['uid-a']?.state).toBe('Pending');
+    expect((await zt.get('stats', '/metrics')).body).toMatch(/^workload_manager_pending_proxy_count 1$/m);
+    expect((await zt.get('readiness', '/healthz/ready')).status).toBe(500);
+    // No listener of the failed attempt is left behind.
+    expect(listeners(podA).filter((l) => l.mark === '0x539')).toEqual([]);
+
+    native.closeFd(blocker);
+    blocked = false;
+    await eventually(() => listeners(podA).some((l) => l.port === 15008 && l.mark === '0x539'), 'the retried proxy listening on 15008');
+    await eventually(async () => (await zt.get('readiness', '/healthz/ready')).status === 200, 'ready once nothing is pending');
+    expect((await zt.get('stats', '/metrics')).body).toMatch(/^workload_manager_pending_proxy_count 0$/m);
+  });
 });
