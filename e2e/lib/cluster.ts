@@ -3,7 +3,8 @@
  * plane with the mesh file (control-plane.ts, mesh.ts), per node an istio-cni
  * fake (cni-agent.ts) and a ztunnel (ztunnel.ts), and per pod its network
  * namespace, istio-cni's in-pod rules when captured (capture-rules.ts), its
- * WDS workload and its ZDS registration.
+ * WDS workload and its ZDS registration (or, for a `dedicated` pod, a
+ * dedicated-mode ztunnel of its own inside it, started by the scenario).
  *
  * Pods have two uids, as in Kubernetes: the WDS resource name istiod gives
  * them (`Kubernetes//Pod/<ns>/<name>`) and the pod UID istio-cni sends over
@@ -17,12 +18,13 @@ import { fileURLToPath } from 'node:url';
 import { afterAll, beforeAll, beforeEach } from 'vitest';
 import { installInpodCapture } from './capture-rules.js';
 import { runAll } from './cleanup.js';
+import { inNetns } from './exec.js';
 import { CniNodeAgent } from './cni-agent.js';
 import { ControlPlaneProcess } from './control-plane.js';
 import type { Mesh, MeshPolicy, MeshService, MeshWorkload, TokenEntry } from './mesh.js';
 import { getNative } from './netns-sockets.js';
 import { FABRIC_IP, Topology, type PodNet } from './topology.js';
-import { nodeToken, ZtunnelProcess, type ZtunnelPorts } from './ztunnel.js';
+import { nodeToken, workloadToken, ZtunnelProcess, type ZtunnelPorts } from './ztunnel.js';
 
 export interface PodSpec {
   readonly name: string;
@@ -34,9 +36,12 @@ export interface PodSpec {
   /**
    * 'mesh': captured (istio-cni rules + ZDS) and HBONE in WDS;
    * 'plain': not captured, known to WDS as a plain TCP workload;
-   * 'unknown': not captured and not in WDS at all.
+   * 'unknown': not captured and not in WDS at all;
+   * 'dedicated': captured (istio-cni rules) and HBONE in WDS, but never sent
+   * over ZDS: its own dedicated-mode ztunnel runs inside it (a VM, a per-pod
+   * proxy; Cluster.startDedicatedZtunnel), with a token of its own identity.
    */
-  readonly mode?: 'mesh' | 'plain' | 'unknown';
+  readonly mode?: 'mesh' | 'plain' | 'unknown' | 'dedicated';
   /** `<ns>/<hostname>` -> {service port: target port}. */
   readonly services?: Readonly<Record<string, Readonly<Record<number, number>>>>;
   readonly policies?: readonly string[];
@@ -76,6 +81,7 @@ interface NodeRuntime {
 export class Cluster {
   readonly #pods = new Map<string, ClusterPod>();
   readonly #nodes = new Map<string, NodeRuntime>();
+  readonly #dedicated = new Map<string, ZtunnelProcess>();
   #mesh: Mesh;
 
   private constructor(
@@ -98,6 +104,10 @@ export class Cluster {
       policies: [...(spec.policies ?? [])],
     };
     const tokens: TokenEntry[] = spec.nodes.map((n) => ({ token: nodeToken(n), namespace: 'istio-system', serviceAccount: 'ztunnel', node: n, pod: `ztunnel-${n}` }));
+    for (const p of pods) {
+      if (p.spec.mode !== 'dedicated') continue;
+      tokens.push({ token: workloadToken(p.spec.namespace, p.spec.name), namespace: p.spec.namespace, serviceAccount: p.spec.serviceAccount ?? 'default', pod: p.spec.name });
+    }
     const controlPlane = await ControlPlaneProcess.start({ netns: topology.fabric, host: FABRIC_IP, dir: topology.tmpDir, mesh, tokens });
     const cluster = new Cluster(spec, topology, controlPlane, mesh);
     for (const p of pods) cluster.#pods.set(p.spec.name, p);
@@ -127,6 +137,42 @@ export class Cluster {
     return this.#runtime(node).ztunnel;
   }
 
+  /**
+   * Starts the dedicated-mode ztunnel of a `dedicated` pod inside the pod's
+   * namespace (PROXY_WORKLOAD_INFO = the pod, its own token) and waits until
+   * it is ready (its listeners are up after the first sync).
+   */
+  async startDedicatedZtunnel(podName: string, env: Readonly<Record<string, string>> = {}): Promise<ZtunnelProcess> {
+    const pod = this.pod(podName);
+    if (pod.spec.mode !== 'dedicated') throw new Error(`pod ${podName} is not a 'dedicated' pod`);
+    if (this.#dedicated.has(podName)) throw new Error(`pod ${podName} already has its ztunnel`);
+    // istio-cni's in-pod rules exempt only packets marked 1337, and ztunnel (ours, and Istio's) marks only its proxy
+    // sockets, not its xDS/CA connections. A dedicated ztunnel inside a captured namespace therefore needs its
+    // control-plane traffic exempted, as a VM deployment does (there by proxy uid): here by destination.
+    const [cpHost, cpPort] = splitHostPort(this.controlPlane.address);
+    await inNetns(pod.net.netns.name, 'iptables', ['-t', 'nat', '-I', 'ISTIO_OUTPUT', '1', '-d', `${cpHost}/32`, '-p', 'tcp', '--dport', cpPort, '-j', 'ACCEPT']);
+    const z = ZtunnelProcess.startDedicated({
+      pod: pod.net,
+      workload: { namespace: pod.spec.namespace, name: pod.spec.name, serviceAccount: pod.spec.serviceAccount ?? 'default' },
+      dir: this.topology.tmpDir,
+      controlPlane: this.controlPlane,
+      env,
+    });
+    this.#dedicated.set(podName, z);
+    // A beforeAll failure prints no diagnostics: say why it never became ready.
+    await z.ready().catch((err: unknown) => {
+      throw new Error(`${err instanceof Error ? err.message : String(err)}\n--- ${z.name} (last 15 lines)\n${z.tail(15)}`);
+    });
+    return z;
+  }
+
+  /** The dedicated-mode ztunnel running inside a pod. */
+  dedicatedZtunnel(podName: string): ZtunnelProcess {
+    const z = this.#dedicated.get(podName);
+    if (z === undefined) throw new Error(`pod ${podName} has no dedicated ztunnel`);
+    return z;
+  }
+
   cni(node: string): CniNodeAgent {
     return this.#runtime(node).agent;
   }
@@ -147,12 +193,12 @@ export class Cluster {
     this.updateMesh((m) => ({ ...m, policies: [...policies] }));
   }
 
-  /** Waits until every node's ztunnel has the same policy names as the mesh. */
+  /** Waits until every node's ztunnel (and every dedicated one) has the same policy names as the mesh. */
   async waitForPolicies(): Promise<void> {
     const want = this.#mesh.policies.map((p) => `${p.namespace}/${p.name}`).sort().join(',');
     await Promise.all(
-      [...this.#nodes.values()].map((n) =>
-        n.ztunnel.waitForConfig(`policies = [${want}]`, (d) => (d.policies ?? []).map((p) => `${p.namespace}/${p.name}`).sort().join(',') === want),
+      [...[...this.#nodes.values()].map((n) => n.ztunnel), ...this.#dedicated.values()].map((z) =>
+        z.waitForConfig(`policies = [${want}]`, (d) => (d.policies ?? []).map((p) => `${p.namespace}/${p.name}`).sort().join(',') === want),
       ),
     );
   }
@@ -176,6 +222,8 @@ export class Cluster {
     if ((pod.spec.mode ?? 'mesh') === 'mesh') await this.cni(pod.spec.node).delPod(pod.podUid);
     this.updateMesh((m) => ({ ...m, workloads: m.workloads.filter((w) => w.uid !== pod.wdsUid) }));
     this.#pods.delete(name);
+    await this.#dedicated.get(name)?.stop();
+    this.#dedicated.delete(name);
     await this.topology.removePod(name);
   }
 
@@ -203,6 +251,7 @@ export class Cluster {
       parts.push(`--- istio-cni fake ${name}: problems ${JSON.stringify(n.agent.problems)}`, n.agent.events.slice(-30).join('\n'));
       parts.push(`--- ${n.ztunnel.name} (last ${lines} lines)`, n.ztunnel.tail(lines));
     }
+    for (const z of this.#dedicated.values()) parts.push(`--- ${z.name} (last ${lines} lines)`, z.tail(lines));
     parts.push(`--- control plane (last 20 lines)`, this.controlPlane.process.tail(20));
     return parts.join('\n');
   }
@@ -236,7 +285,8 @@ export class Cluster {
 
 async function createPodNetwork(topology: Topology, spec: PodSpec): Promise<ClusterPod> {
   const net = await topology.addPod(spec.node, spec.name);
-  if ((spec.mode ?? 'mesh') === 'mesh') await installInpodCapture(net.netns.name, { dnsCapture: spec.dnsCapture ?? true });
+  const mode = spec.mode ?? 'mesh';
+  if (mode === 'mesh' || mode === 'dedicated') await installInpodCapture(net.netns.name, { dnsCapture: spec.dnsCapture ?? true });
   return { spec, net, ip: net.ip, podUid: randomUUID(), wdsUid: `Kubernetes//Pod/${spec.namespace}/${spec.name}` };
 }
 
@@ -250,7 +300,7 @@ function workloadOf(p: ClusterPod): MeshWorkload | undefined {
     serviceAccount: p.spec.serviceAccount ?? 'default',
     ip: p.ip,
     node: p.spec.node,
-    protocol: mode === 'mesh' ? 'HBONE' : 'TCP',
+    protocol: mode === 'mesh' || mode === 'dedicated' ? 'HBONE' : 'TCP',
     app: p.spec.app ?? p.spec.name,
     version: p.spec.version ?? 'v1',
     services: p.spec.services ?? {},
@@ -307,4 +357,9 @@ export function useCluster(spec: ClusterSpec): () => Cluster {
     if (cluster === undefined) throw new Error(`the cluster did not start: ${startError instanceof Error ? startError.message : String(startError)}`);
     return cluster;
   };
+}
+
+function splitHostPort(address: string): [string, string] {
+  const i = address.lastIndexOf(':');
+  return [address.slice(0, i), address.slice(i + 1)];
 }

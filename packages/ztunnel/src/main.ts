@@ -80,8 +80,9 @@ export async function main(argv: readonly string[], env: NodeJS.ProcessEnv): Pro
       }
       inpod = nativeInpodPlatform(native, config);
     } else if (config.packetMark !== undefined) {
-      // Dedicated mode under capture rules (a VM, a per-pod proxy): marked sockets bypass the
-      // REDIRECT, and connections to the app come from the client's address like in a pod.
+      // Dedicated mode under capture rules (a VM, a per-pod proxy): the proxy's marked sockets bypass
+      // the REDIRECT, and connections to the app come from the client's address like in a pod. The
+      // xDS/CA connections are not marked (as in Istio's ztunnel): the capture must exempt them.
       sockets = netnsSocketFactory({ native, mark: config.packetMark, transparent: transparentMode(config.requireOriginalSource) });
       transparentSource = config.requireOriginalSource !== false;
     }
