@@ -88,7 +88,7 @@ export class ZtunnelProcess {
     const proc = new NetnsProcess({
       name,
       netns: o.pod.netns.name,
-      args: ['--max-semi-space-size=2', ZTUNNEL_BIN],
+      args: ['--max-semi-space-size=1', ZTUNNEL_BIN],
       env: {
         MALLOC_ARENA_MAX: '2',
         PROXY_MODE: 'dedicated',
@@ -125,7 +125,7 @@ export class ZtunnelProcess {
     const proc = new NetnsProcess({
       name,
       netns: o.node.netns.name,
-      args: ['--max-semi-space-size=2', ZTUNNEL_BIN],
+      args: ['--max-semi-space-size=1', ZTUNNEL_BIN],
       env: {
         MALLOC_ARENA_MAX: '2',
         PROXY_MODE: 'shared',

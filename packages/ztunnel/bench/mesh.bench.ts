@@ -15,18 +15,27 @@
  *
  * Knobs (env): BENCH_ROUNDS (2), BENCH_RPS (1000), BENCH_CONNECTIONS (4),
  * BENCH_DURATION_S (20), BENCH_WARMUP_S (3), BENCH_STREAM_MB (1024),
- * BENCH_STREAM_S (15), BENCH_PATHS (direct,haproxy,ztunnel), BENCH_JSON (write
+ * BENCH_STREAM_S (15), BENCH_PATHS (direct,haproxy,ztunnel), BENCH_PHASES
+ * (stream,rate: `rate` alone measures RSS without a bulk transfer before it, or
+ * profiles only the 1000 rps load), BENCH_JSON (write
  * the raw samples there), BENCH_KEEP=1 (keep the temp dir with logs),
- * BENCH_ZTUNNEL_NODE_OPTIONS (NODE_OPTIONS for the ztunnel processes, e.g.
- * `--max-semi-space-size=2` to see how much of the RSS is V8's young generation),
- * BENCH_ZTUNNEL_NODE_ARGS (space-separated node flags placed before the script,
- * for flags NODE_OPTIONS refuses, e.g. `--cpu-prof --cpu-prof-dir=/tmp/prof`),
+ * BENCH_ZTUNNEL_NODE_OPTIONS (NODE_OPTIONS for the ztunnel processes),
+ * BENCH_ZTUNNEL_NODE_ARGS (space-separated node flags placed before the script;
+ * default: the image's flags, see SHIPPED_NODE_ARGS; set it to e.g.
+ * `--max-semi-space-size=2 --cpu-prof --cpu-prof-dir=/tmp/prof` to profile),
  * BENCH_ZTUNNEL_ENV (comma-separated NAME=value pairs added to the ztunnels'
- * environment, e.g. `MALLOC_ARENA_MAX=2`).
+ * environment; default: the image's, see SHIPPED_ENV), BENCH_ZTUNNEL_BIN (the
+ * ztunnel entry script, e.g. to compare two builds; default: dist/bin/ztunnel.js
+ * bundled and minified into dist/bench/ztunnel.bundle.mjs exactly as the image
+ * does; BENCH_ZTUNNEL_BIN=dist/bin/ztunnel.js runs the unbundled modules).
+ *
+ * The ztunnels run the way deploy/ztunnel/Dockerfile ships them unless the
+ * knobs above say otherwise.
  */
+import { execFileSync } from 'node:child_process';
 import { existsSync, mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { cpus, loadavg, tmpdir } from 'node:os';
-import { dirname, join } from 'node:path';
+import { dirname, join, relative } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { socks5Connect, tcpConnect, type Dialer } from './connect.js';
 import { haproxyVersion, startHaproxyPair } from './haproxy.js';
@@ -93,12 +102,19 @@ const opts = {
   warmupS: intEnv('BENCH_WARMUP_S', 3, 0, 60),
   streamMB: intEnv('BENCH_STREAM_MB', 1024, 1, 16_384),
   streamS: intEnv('BENCH_STREAM_S', 15, 1, 300),
+  phases: (process.env['BENCH_PHASES'] ?? 'stream,rate').split(',').map((s) => s.trim()).filter((s) => s !== ''),
   paths: (process.env['BENCH_PATHS'] ?? 'direct,haproxy,ztunnel').split(',').map((s) => s.trim()).filter((s) => s !== ''),
 };
 
 const here = dirname(fileURLToPath(import.meta.url));
 const packageRoot = join(here, '..', '..');
-const ZTUNNEL_BIN = join(packageRoot, 'dist', 'bin', 'ztunnel.js');
+const ZTUNNEL_ENTRY = join(packageRoot, 'dist', 'bin', 'ztunnel.js');
+/** Beside dist/bin (two levels under the package root), so the native addon is found as from dist/bin. */
+const ZTUNNEL_BUNDLE = join(packageRoot, 'dist', 'bench', 'ztunnel.bundle.mjs');
+const ZTUNNEL_BIN = process.env['BENCH_ZTUNNEL_BIN'] || ZTUNNEL_BUNDLE;
+/** The node flags and environment deploy/ztunnel/Dockerfile runs ztunnel with (keep in sync). */
+const SHIPPED_NODE_ARGS = '--max-semi-space-size=1';
+const SHIPPED_ENV = 'MALLOC_ARENA_MAX=2';
 const APP_BIN = join(here, 'app-server.js');
 
 let cleanupStarted: Promise<void> | undefined;
@@ -132,6 +148,16 @@ function log(msg: string): void {
 
 async function main(): Promise<number> {
   for (const p of opts.paths) if (!['direct', 'haproxy', 'ztunnel'].includes(p)) throw new Error(`BENCH_PATHS: unknown path "${p}"`);
+  for (const p of opts.phases) if (!['stream', 'rate'].includes(p)) throw new Error(`BENCH_PHASES: unknown phase "${p}"`);
+  if (opts.paths.includes('ztunnel') && ZTUNNEL_BIN === ZTUNNEL_BUNDLE) {
+    if (!existsSync(ZTUNNEL_ENTRY)) throw new Error(`${ZTUNNEL_ENTRY} is missing: build first (npx turbo run build)`);
+    // The same command as deploy/ztunnel/Dockerfile (rolldown is a devDependency of this package).
+    execFileSync('npx', ['--no-install', 'rolldown', `./${relative(packageRoot, ZTUNNEL_ENTRY)}`, '--platform', 'node', '--format', 'esm', '--minify', '-o', ZTUNNEL_BUNDLE], {
+      cwd: packageRoot,
+      stdio: ['ignore', 'ignore', 'inherit'],
+      timeout: 120_000,
+    });
+  }
   if (opts.paths.includes('ztunnel') && !existsSync(ZTUNNEL_BIN)) throw new Error(`${ZTUNNEL_BIN} is missing: build first (npx turbo run build)`);
   const haproxy = haproxyVersion();
   if (opts.paths.includes('haproxy') && haproxy === undefined) throw new Error('haproxy is not installed: apt-get install -y haproxy (or BENCH_PATHS=direct,ztunnel)');
@@ -180,15 +206,16 @@ async function main(): Promise<number> {
     log('starting the two ztunnels (own processes)');
     const nodeOptions = process.env['BENCH_ZTUNNEL_NODE_OPTIONS'];
     const extraEnv: NodeJS.ProcessEnv = nodeOptions === undefined || nodeOptions === '' ? {} : { NODE_OPTIONS: nodeOptions };
-    for (const pair of (process.env['BENCH_ZTUNNEL_ENV'] ?? '').split(',').map((s) => s.trim()).filter((s) => s !== '')) {
+    const envPairs = process.env['BENCH_ZTUNNEL_ENV'] ?? SHIPPED_ENV;
+    for (const pair of envPairs.split(',').map((s) => s.trim()).filter((s) => s !== '')) {
       const eq = pair.indexOf('=');
       if (eq < 1) throw new Error(`BENCH_ZTUNNEL_ENV: expected NAME=value, got "${pair}"`);
       extraEnv[pair.slice(0, eq)] = pair.slice(eq + 1);
     }
-    if (process.env['BENCH_ZTUNNEL_ENV']) console.log(`ztunnel processes get ${process.env['BENCH_ZTUNNEL_ENV']} in their environment`);
+    if (envPairs) console.log(`ztunnel processes get ${envPairs} in their environment`);
     if (nodeOptions) console.log(`ztunnel processes run with NODE_OPTIONS=${nodeOptions}`);
-    const nodeArgs = (process.env['BENCH_ZTUNNEL_NODE_ARGS'] ?? '').split(' ').filter((a) => a !== '');
-    if (nodeArgs.length > 0) console.log(`ztunnel processes run as node ${nodeArgs.join(' ')} ztunnel.js`);
+    const nodeArgs = (process.env['BENCH_ZTUNNEL_NODE_ARGS'] ?? SHIPPED_NODE_ARGS).split(' ').filter((a) => a !== '');
+    console.log(`ztunnel processes run as node ${nodeArgs.join(' ')} ${ZTUNNEL_BIN}`);
     const server = await startZtunnelProcess(mesh, SERVER, { bin: ZTUNNEL_BIN, dir, extraEnv, nodeArgs });
     const client = await startZtunnelProcess(mesh, CLIENT, { bin: ZTUNNEL_BIN, dir, extraEnv, nodeArgs });
     ztunnels = { client, server };
@@ -219,7 +246,7 @@ async function main(): Promise<number> {
   const rates: RateSample[] = [];
   const problems: string[] = [];
   for (let round = 0; round < opts.rounds; round++) {
-    for (const p of ordered(round)) {
+    for (const p of opts.phases.includes('stream') ? ordered(round) : []) {
       log(`round ${round + 1}/${opts.rounds}: single stream via ${p.label}`);
       alive(p);
       const meter = new ProcessMeter(p.proxies.map((c) => c.pid));
@@ -231,7 +258,7 @@ async function main(): Promise<number> {
       log(`  ${fmt(stream.bytes / MB, 0)} MB in ${fmt(stream.seconds)} s = ${fmt(stream.megabytesPerSecond, 1)} MB/s${stream.error === undefined ? '' : ` (ERROR: ${stream.error})`}`);
       alive(p);
     }
-    for (const p of ordered(round)) {
+    for (const p of opts.phases.includes('rate') ? ordered(round) : []) {
       log(`round ${round + 1}/${opts.rounds}: ${opts.rps} rps via ${p.label}`);
       alive(p);
       let meter: ProcessMeter | undefined;

@@ -77,6 +77,7 @@ export async function startZtunnelProcess(mesh: Mesh, w: WorkloadRef, o: { bin: 
     ZTUNNEL_INBOUND_PLAINTEXT_ADDR: `${w.ip}:15006`,
     ZTUNNEL_OUTBOUND_ADDR: `${w.ip}:15001`,
     ZTUNNEL_SOCKS5_ADDR: `${w.ip}:15080`,
+    ISTIO_META_DNS_PROXY_ADDR: `${w.ip}:15053`,
     TERMINATION_GRACE_PERIOD_SECONDS: '3',
     LOG_FORMAT: 'json',
     ...o.extraEnv,

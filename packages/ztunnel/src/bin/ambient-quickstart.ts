@@ -52,7 +52,7 @@ function start(name: string, args: string[], env: NodeJS.ProcessEnv, tint: numbe
 
 function ztunnel(w: typeof CLIENT, tint: number): ChildProcess {
   // The same V8/malloc settings as the image (deploy/ztunnel/Dockerfile).
-  return start(`ztunnel ${w.name}`, ['--max-semi-space-size=2', ztunnelBin], {
+  return start(`ztunnel ${w.name}`, ['--max-semi-space-size=1', ztunnelBin], {
     MALLOC_ARENA_MAX: '2',
     XDS_ADDRESS: 'https://localhost:15012',
     CA_ADDRESS: 'https://localhost:15012',

@@ -56,6 +56,7 @@ class FakeForwarder implements Pick<DnsForwarder, 'forward'> {
 }
 
 function upstreamAnswer(r: ForwardRequest, ips: readonly string[], rcode = 0): ForwardOutcome {
+  const server = { ip: '192.0.2.53', port: 53 };
   const response = dnsPacket.encode({
     type: 'response',
     id: 4242,
@@ -63,7 +64,16 @@ function upstreamAnswer(r: ForwardRequest, ips: readonly string[], rcode = 0): F
     questions: [r.question],
     answers: ips.map((ip) => ({ type: 'A' as const, name: r.question.name, ttl: 60, data: ip })),
   });
-  return { kind: 'response', response, rcode, answerCount: ips.length, server: { ip: '192.0.2.53', port: 53 } };
+  try {
+    dnsPacket.decode(response);
+    return { kind: 'response', response, rcode, answerCount: ips.length, server };
+  } catch {
+    // A name dns-packet cannot re-encode (a label holding "."): a real upstream echoes the question bytes it
+    // received, so answer with the query itself turned into an empty response.
+    const raw = Buffer.from(r.query);
+    raw.writeUInt16BE(0x8400 | rcode, 2);
+    return { kind: 'response', response: raw, rcode, answerCount: 0, server };
+  }
 }
 
 let store: Store;
