@@ -34,6 +34,7 @@ import type { ZtunnelMetrics } from './metrics/index.js';
 import { startDnsProxy, type DnsMetricsRecorder, type Nameserver } from './dns/index.js';
 import { formatAddress, peerAddress, type OriginalDestination, type SocketFactory } from './platform/sockets.js';
 import type { InboundContext } from './proxy/context.js';
+import { awaitWorkload } from './proxy/await-workload.js';
 import { createHboneInboundHandler } from './proxy/hbone-inbound.js';
 import { proxyOutbound, type OutboundDeps } from './proxy/outbound.js';
 import { servePlaintextInbound } from './proxy/plaintext-inbound.js';
@@ -224,24 +225,29 @@ export async function startWorkloadProxy(shared: ProxyShared, spec: WorkloadProx
       connections,
       log: plog.child({ component: 'outbound' }),
     };
-    const sourceWorkload = () => localWorkload(store.snapshot());
+    const sourceWorkload = async () => (await awaitWorkload(store, localWorkload, clock, shared.localWorkloadWaitMs))?.workload;
     const outbound = await spec.sockets.listen({ ...spec.addresses.outbound, ...backlog }, (socket) => {
       socket.on('error', () => {});
       socket.once('close', metrics.traffic.socketOpened('source'));
       const peer = peerAddress(socket);
       const origDst = spec.originalDestination(socket);
-      const source = sourceWorkload();
-      if (peer === undefined || origDst === undefined || source === undefined) {
-        plog.warn(
-          { component: 'outbound', reason: source === undefined ? 'the local workload is not known yet' : 'no peer or original destination' },
-          'outbound connection refused',
-        );
+      if (peer === undefined || origDst === undefined) {
+        plog.warn({ component: 'outbound', reason: 'no peer or original destination' }, 'outbound connection refused');
         socket.destroy();
         return;
       }
-      proxyOutbound(outboundDeps, { socket, peer, origDst, source, ready: () => {}, fail: () => socket.destroy() }).catch((err: unknown) =>
-        lastResort(plog, socket, err),
-      );
+      // As ztunnel: a pod may connect out a moment before its own WDS entry arrives; wait up to 5 s for it.
+      sourceWorkload()
+        .then((source) => {
+          if (socket.destroyed) return;
+          if (source === undefined) {
+            plog.warn({ component: 'outbound', reason: `the local workload is not known after ${shared.localWorkloadWaitMs} ms` }, 'outbound connection refused');
+            socket.destroy();
+            return;
+          }
+          return proxyOutbound(outboundDeps, { socket, peer, origDst, source, ready: () => {}, fail: () => socket.destroy() });
+        })
+        .catch((err: unknown) => lastResort(plog, socket, err));
     });
     watchErrors(outbound, 'outbound');
     addresses['outbound'] = serverAddress(outbound);
@@ -256,7 +262,7 @@ export async function startWorkloadProxy(shared: ProxyShared, spec: WorkloadProx
         trackSocket: () => metrics.traffic.socketOpened('source'),
         resolve: async (hostname) => resolveHostname(store.snapshot(), config.control.network, hostname),
         handler: async (conn) => {
-          const source = sourceWorkload();
+          const source = await sourceWorkload();
           if (source === undefined) {
             conn.reply(ReplyCode.GENERAL_FAILURE);
             return;

@@ -64,4 +64,24 @@ describe('HBONE between two ztunnels', () => {
     expect(allowed.reply).toBe(0);
     expect((await roundTrip(allowed.socket, Buffer.from('ok'))).toString()).toBe('ok');
   });
+
+  it("waits for the client's own workload when it connects out before its WDS entry arrives (ztunnel: up to 5 s)", async () => {
+    const cp = await startTestControlPlane();
+    cleanups.push(() => cp.close());
+    cp.setWorkload(workload({ name: 'server-0', namespace: 'demo', serviceAccount: 'server', ips: [SERVER_IP], node: 'node-a' }));
+    const echo = await startEcho(SERVER_IP, 8080);
+    cleanups.push(() => echo.close());
+    const server = await startZtunnel(cp, { ip: SERVER_IP, workload: { namespace: 'demo', name: 'server-0', serviceAccount: 'server' } });
+    cleanups.push(() => server.close());
+    const client = await startZtunnel(cp, { ip: CLIENT_IP, workload: { namespace: 'demo', name: 'client-0', serviceAccount: 'client' }, localWorkloadWaitMs: 5_000 });
+    cleanups.push(() => client.close());
+
+    const pending = socks5Connect({ ip: CLIENT_IP, port: 15080 }, { ip: SERVER_IP, port: 8080 }, CLIENT_IP);
+    // The pod's entry arrives while its first connection is waiting.
+    cp.setWorkload(workload({ name: 'client-0', namespace: 'demo', serviceAccount: 'client', ips: [CLIENT_IP], node: 'node-a' }));
+    const conn = await pending;
+    expect(conn.reply).toBe(0);
+    expect((await roundTrip(conn.socket, Buffer.from('late but known'))).toString()).toBe('late but known');
+    expect(echo.peers).toEqual([CLIENT_IP]);
+  });
 });
