@@ -45,6 +45,7 @@ import { startReadinessServer } from './admin/readiness-server.js';
 import type { ZtunnelConfig } from './config.js';
 import type { VerifyPeer } from './hbone/client.js';
 import { parseTrustRoots, verifyPeerCertificate } from './tls/spiffe-verify.js';
+import { CrlManager, createCrlMetrics, revocationRejection, type RevocationSource } from './tls/crl/manager.js';
 import { CertPrefetcher } from './identity/cert-prefetch.js';
 import { retiringSockets, type InpodPlatform } from './inpod/platform.js';
 import { WorkloadProxyManager } from './inpod/workload-proxy-manager.js';
@@ -117,6 +118,10 @@ export async function buildApp(config: ZtunnelConfig, deps: AppDeps): Promise<Ap
 
   const fetcher = await certificateFetcher(config, deps);
   const certificates = new CertManager({ fetcher, clock, random: deps.random, log });
+  // CRL_PATH: peers' chains are checked against the CRLs on both sides; reloads close revoked live connections.
+  const crlMetrics = createCrlMetrics(metrics.registry.sub('istio'));
+  const crl = config.crlPath === undefined ? undefined : await CrlManager.start({ path: config.crlPath, readFile: deps.readFile, clock, log, metrics: crlMetrics });
+  const crlOutbound = crl?.source('source');
   const prefetch = config.proxyMode === 'shared' ? new CertPrefetcher(store, config.control.nodeName, certificates) : undefined;
 
   const results = new ConnectionResults({ traffic: metrics.traffic, access: new AccessLog(log, deps.logger.levels), clock });
@@ -149,7 +154,8 @@ export async function buildApp(config: ZtunnelConfig, deps: AppDeps): Promise<Ap
     results,
     log,
     localWorkloadWaitMs: deps.localWorkloadWaitMs ?? LOCAL_WORKLOAD_WAIT_MS,
-    serverVerifier: (expected, certificate) => serverVerifier(expected, certificate, clock),
+    crl,
+    serverVerifier: (expected, certificate) => serverVerifier(expected, certificate, clock, crlOutbound),
   };
 
   const servers: RunningServer[] = [];
@@ -281,6 +287,7 @@ export async function buildApp(config: ZtunnelConfig, deps: AppDeps): Promise<Ap
     if (mode === 'graceful') log.info({ deadlineMs: config.terminationDeadlineMs }, 'draining: no new connections; waiting for open ones');
     await Promise.allSettled([dedicated?.drain(mode, deadline), manager?.drain(mode)]);
     prefetch?.close();
+    crl?.close();
     certificates.close();
     await wds.close();
     await Promise.allSettled(servers.map((s) => s.close()));
@@ -303,7 +310,7 @@ export async function buildApp(config: ZtunnelConfig, deps: AppDeps): Promise<Ap
   return app;
 }
 
-function serverVerifier(expected: readonly string[], certificate: WorkloadCertificate, clock: Clock): VerifyPeer {
+function serverVerifier(expected: readonly string[], certificate: WorkloadCertificate, clock: Clock, revocation: RevocationSource | undefined): VerifyPeer {
   const identities: Identity[] = [];
   for (const e of expected) {
     const id = parseIdentity(e);
@@ -313,7 +320,9 @@ function serverVerifier(expected: readonly string[], certificate: WorkloadCertif
   return (chain) => {
     if (!roots.ok) return fail(...roots.errors);
     const verified = verifyPeerCertificate({ chain, roots: roots.value, now: clock.now(), expect: { peer: 'server', identities } });
-    return verified.ok ? ok(verified.value.identity) : fail(...verified.errors);
+    if (!verified.ok) return fail(...verified.errors);
+    const revoked = revocationRejection(revocation, chain, roots.value);
+    return revoked === undefined ? ok(verified.value.identity) : fail(revoked);
   };
 }
 

@@ -115,7 +115,7 @@ describe('parseConfig variables', () => {
     ['authz info logging', { AUTHZ_POLICY_INFO_LOGGING: 'true' }, (c) => c.authzPolicyInfoLogging, true],
     ['RUST_LOG', { RUST_LOG: 'access=debug,info' }, (c) => c.logFilter, 'access=debug,info'],
     ['json logs', { LOG_FORMAT: 'json' }, (c) => c.logFormat, 'json'],
-    ['CRL path accepted with a warning', { CRL_PATH: '/etc/crl.pem' }, (c) => [c.crlPath, c.warnings.some((w) => w.includes('not supported yet'))], ['/etc/crl.pem', true]],
+    ['CRL path enables revocation checking, without a warning', { CRL_PATH: '/etc/crl.pem' }, (c) => [c.crlPath, c.warnings.some((w) => w.includes('CRL'))], ['/etc/crl.pem', false]],
     ['pqc', { COMPLIANCE_POLICY: 'pqc' }, (c) => c.compliancePolicy, 'pqc'],
     ['istio version', { ISTIO_META_ISTIO_VERSION: '1.29.0' }, (c) => c.istioVersion, '1.29.0'],
     ['DNS capture off', { ISTIO_META_DNS_CAPTURE: 'false' }, (c) => c.dnsProxy, false],

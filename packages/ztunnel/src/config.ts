@@ -104,6 +104,7 @@ export interface ZtunnelConfig {
   readonly tls12Enabled: boolean;
   /** COMPLIANCE_POLICY (only `pqc` is meaningful). */
   readonly compliancePolicy: 'pqc' | undefined;
+  /** CRL_PATH: PEM (several CRLs) or DER file of revoked peer certificates, watched; unset: no revocation checks. */
   readonly crlPath: string | undefined;
   readonly enableResponseBaggage: boolean;
   readonly authzPolicyInfoLogging: boolean;
@@ -533,9 +534,6 @@ export function parseConfig(env: Env, probe: ConfigProbe, argv: readonly string[
   }
 
   const crlPath = env['CRL_PATH'] ? env['CRL_PATH'] : undefined;
-  if (crlPath !== undefined) {
-    warnings.push(`CRL_PATH=${crlPath} is accepted but certificate revocation lists are not supported yet: peers are not checked against it`);
-  }
 
   const enableProxy = bool('ENABLE_PROXY', true);
   const xdsOnDemand = controlResult.ok ? controlResult.value.xdsOnDemand : false;

@@ -36,6 +36,7 @@ export type ProxyErrorCode =
   | 'TLS_HANDSHAKE_FAILED'
   | 'TLS_HANDSHAKE_TIMEOUT'
   | 'PEER_IDENTITY_INVALID' //    client/server certificate fails the SPIFFE checks
+  | 'CERT_REVOKED' //             a certificate of the peer's chain is revoked by a CRL (CRL_PATH)
   | 'CERT_UNAVAILABLE' //         no valid certificate for our identity (fail closed)
   | 'H2_HANDSHAKE_FAILED'
   | 'H2_PROTOCOL_VIOLATION' //    floods, oversize headers, preface timeout
@@ -69,6 +70,7 @@ export const ERROR_DISPOSITIONS: Readonly<Record<ProxyErrorCode, ErrorDispositio
   TLS_HANDSHAKE_FAILED: { httpStatus: undefined, responseFlag: 'TLS_FAILURE', logLevel: 'warn' },
   TLS_HANDSHAKE_TIMEOUT: { httpStatus: undefined, responseFlag: 'TLS_FAILURE', logLevel: 'warn' },
   PEER_IDENTITY_INVALID: { httpStatus: undefined, responseFlag: 'IDENTITY_ERROR', logLevel: 'warn' },
+  CERT_REVOKED: { httpStatus: undefined, responseFlag: 'CERT_REVOKED', logLevel: 'warn' },
   CERT_UNAVAILABLE: { httpStatus: 503, responseFlag: 'IDENTITY_ERROR', logLevel: 'error' },
   H2_HANDSHAKE_FAILED: { httpStatus: undefined, responseFlag: 'H2_HANDSHAKE_FAILURE', logLevel: 'warn' },
   H2_PROTOCOL_VIOLATION: { httpStatus: undefined, responseFlag: 'H2_HANDSHAKE_FAILURE', logLevel: 'warn' },

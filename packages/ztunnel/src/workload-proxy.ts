@@ -40,6 +40,7 @@ import { proxyOutbound, type OutboundDeps } from './proxy/outbound.js';
 import { servePlaintextInbound } from './proxy/plaintext-inbound.js';
 import { ReplyCode } from './socks5/codec.js';
 import { startSocks5Listener } from './socks5/listener.js';
+import type { CrlManager } from './tls/crl/manager.js';
 
 /** What every workload proxy of one ztunnel shares (ztunnel's ProxyInputs, minus the per-pod parts). */
 export interface ProxyShared {
@@ -54,7 +55,9 @@ export interface ProxyShared {
   readonly localWorkloadWaitMs: number;
   /** The DNS proxy's shared parts (absent when ISTIO_META_DNS_CAPTURE=false). */
   readonly dns?: { readonly metrics: DnsMetricsRecorder; readonly nameservers: readonly Nameserver[]; readonly searchDomains?: readonly string[] } | undefined;
-  /** The peer verifier for an outbound HBONE connection (expected SANs, our workload roots). */
+  /** CRL_PATH's revocation lists (absent when unset): inbound and pooled outbound connections are checked and re-checked on reloads. */
+  readonly crl?: CrlManager | undefined;
+  /** The peer verifier for an outbound HBONE connection (expected SANs, our workload roots; also the CRL check). */
   readonly serverVerifier: (expected: readonly string[], certificate: Awaited<ReturnType<CertManager['fetchCertificate']>>) => VerifyPeer;
 }
 
@@ -133,6 +136,7 @@ export async function startWorkloadProxy(shared: ProxyShared, spec: WorkloadProx
     maxStreamsPerConnection: config.pool.maxStreamsPerConnection,
     unusedReleaseTimeoutMs: config.pool.unusedReleaseTimeoutMs,
     log: plog.child({ component: 'pool' }),
+    revocation: shared.crl?.source('source'),
   });
 
   const inbound: InboundContext = {
@@ -154,6 +158,7 @@ export async function startWorkloadProxy(shared: ProxyShared, spec: WorkloadProx
     clock,
     log: plog,
     certificateFor: () => certificates.fetchCertificate(identityOf()),
+    revocation: shared.crl?.source('destination'),
     onConnect: createHboneInboundHandler({
       ...inbound,
       connections,

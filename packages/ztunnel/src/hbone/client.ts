@@ -12,7 +12,8 @@
  *    required, no SNI, no session resumption, our full chain as the client
  *    certificate, the chain verified against *our workload* trust roots, then
  *    the injected `verifyPeer` (SPIFFE: the peer must be one of the expected
- *    identities) → TLS_HANDSHAKE_FAILED / PEER_IDENTITY_INVALID /
+ *    identities, and with CRL_PATH not revoked) → TLS_HANDSHAKE_FAILED /
+ *    PEER_IDENTITY_INVALID / CERT_REVOKED /
  *    TLS_HANDSHAKE_TIMEOUT.
  * 3. HTTP/2 with ztunnel's client settings (4 MiB stream window, 16 MiB
  *    connection window, 1 MiB frames, 16 KiB header list, no push), and the
@@ -51,6 +52,7 @@ import {
   type WorkloadCertificate,
 } from '@ambient/control';
 import { ProxyError, type ProxyErrorCode } from '../errors.js';
+import { isRevocationRejection } from '../tls/crl/manager.js';
 import { abortiveClose } from '../io/copy.js';
 import { applyTcpSocketOptions, DEFAULT_TCP_SOCKET_OPTIONS, type TcpSocketOptions } from '../io/socket-options.js';
 
@@ -254,6 +256,16 @@ export class HboneConnection {
     session.on('close', () => this.#onSessionClose());
     if (session.destroyed) queueMicrotask(() => this.#onSessionClose());
     else this.#schedulePing(this.#settings.pingIntervalMs);
+  }
+
+  /**
+   * The server's certificate chain as verified in the handshake (leaf first,
+   * up to the root when Node knows it); empty once the socket is gone. Used
+   * to re-check live connections when the CRLs change.
+   */
+  get peerChain(): readonly X509Certificate[] {
+    if (this.#socket.destroyed) return [];
+    return peerChain(this.#socket.getPeerCertificate(true)) ?? [];
   }
 
   /** True while new streams may be opened (not after GOAWAY, close or destroy). */
@@ -619,6 +631,7 @@ function startTls(transport: Duplex, args: TlsArgs): Promise<{ socket: TLSSocket
   return new Promise((resolve, reject) => {
     let identity: Identity | undefined;
     let identityProblem: string | undefined;
+    let revoked = false;
     let secureContext: SecureContext;
     try {
       secureContext = clientSecureContext(args.certificate);
@@ -641,6 +654,7 @@ function startTls(transport: Duplex, args: TlsArgs): Promise<{ socket: TLSSocket
         const verdict = args.verifyPeer(chain);
         if (!verdict.ok) {
           identityProblem = formatRejections(verdict.errors);
+          revoked = verdict.errors.some(isRevocationRejection);
           return new Error(identityProblem);
         }
         identity = verdict.value;
@@ -674,7 +688,9 @@ function startTls(transport: Duplex, args: TlsArgs): Promise<{ socket: TLSSocket
       finish();
     };
     const onError = (err: Error) => {
-      if (identityProblem !== undefined) {
+      if (identityProblem !== undefined && revoked) {
+        finish(new ProxyError('CERT_REVOKED', `TLS to ${args.peer}: server certificate revoked: ${identityProblem}`, { cause: err }));
+      } else if (identityProblem !== undefined) {
         finish(new ProxyError('PEER_IDENTITY_INVALID', `TLS to ${args.peer}: peer identity rejected: ${identityProblem}`, { cause: err }));
       } else {
         finish(new ProxyError('TLS_HANDSHAKE_FAILED', `TLS handshake with ${args.peer} failed: ${describe(err)}`, { cause: err }));

@@ -26,13 +26,19 @@
  * - An idle timer exists only for a pooled connection with no streams, and is
  *   cancelled when a stream is taken or the connection leaves the pool.
  *
+ * - With `revocation` (CRL_PATH), after every CRL reload each live connection
+ *   whose server chain (captured when it joined the pool) is now revoked is
+ *   destroyed at once with CERT_REVOKED (its streams are reset), as ztunnel.
+ *
  * Differences from ztunnel: the idle timer measures time without streams
  * rather than time since the last checkout (a connection carrying a
  * long-lived stream is not dropped from the pool while in use), and the peer's
  * stream limit is read live from its SETTINGS rather than once at handshake.
  */
 import { canonicalIp, identityToString, parseIdentity, type Clock, type Identity, type Logger, type Timer, type WorkloadCertificate } from '@ambient/control';
+import type { X509Certificate } from 'node:crypto';
 import { asProxyError, ProxyError } from '../errors.js';
+import { describeRevocation, type RevocationSource } from '../tls/crl/manager.js';
 import type { TcpSocketOptions } from '../io/socket-options.js';
 import {
   DEFAULT_CONNECT_TIMEOUT_MS,
@@ -134,6 +140,8 @@ export interface HbonePoolOptions {
   readonly maxStreamsPerConnection?: number;
   readonly unusedReleaseTimeoutMs?: number;
   readonly log?: Logger;
+  /** CRL checking (CRL_PATH): live connections to a now-revoked server are closed on reload. */
+  readonly revocation?: RevocationSource | undefined;
 }
 
 export interface PooledStream extends HboneStream {
@@ -176,6 +184,8 @@ interface Pooled {
   readonly entry: KeyEntry;
   idleTimer: Timer | undefined;
   released: boolean;
+  /** The server chain, kept for re-checks on CRL reloads (only with `revocation`). */
+  peerChain: readonly X509Certificate[] | undefined;
 }
 
 interface KeyEntry {
@@ -200,12 +210,14 @@ export class HbonePool {
   #dials = 0;
   #dialFailures = 0;
   #streamsOpened = 0;
+  readonly #unsubscribeCrl: () => void;
   readonly #released: Record<ReleaseReason, number> = { 'max-streams': 0, goaway: 0, closed: 0, 'not-ready': 0, idle: 0, drain: 0 };
 
   constructor(options: HbonePoolOptions) {
     this.#options = options;
     this.#maxStreams = Math.max(1, Math.floor(options.maxStreamsPerConnection ?? POOL_MAX_STREAMS_PER_CONNECTION));
     this.#idleMs = options.unusedReleaseTimeoutMs ?? POOL_UNUSED_RELEASE_TIMEOUT_MS;
+    this.#unsubscribeCrl = options.revocation?.onReload(() => this.#closeRevoked()) ?? (() => {});
   }
 
   /**
@@ -308,7 +320,12 @@ export class HbonePool {
   }
 
   #adopt(entry: KeyEntry, conn: HboneConnection): void {
-    const pooled: Pooled = { conn, entry, idleTimer: undefined, released: false };
+    const pooled: Pooled = { conn, entry, idleTimer: undefined, released: false, peerChain: undefined };
+    if (this.#options.revocation !== undefined) {
+      const chain = conn.peerChain;
+      if (chain.length === 0) this.#options.revocation.untracked();
+      else pooled.peerChain = chain;
+    }
     this.#live.set(conn, pooled);
     entry.current = pooled;
     conn.on('goaway', () => this.#release(pooled, 'goaway'));
@@ -352,6 +369,21 @@ export class HbonePool {
     this.#forgetIfEmpty(entry);
   }
 
+  /** After a CRL reload: destroys every live connection whose server chain is now revoked. */
+  #closeRevoked(): void {
+    const source = this.#options.revocation;
+    if (source === undefined) return;
+    for (const pooled of [...this.#live.values()]) {
+      if (pooled.peerChain === undefined || pooled.conn.isClosed) continue;
+      const verdict = source.check(pooled.peerChain);
+      if (!verdict.revoked) continue;
+      const reason = `HBONE connection to ${hostPort(pooled.entry.key.nextHop)}: ${describeRevocation(verdict)}; closing it (CRL update)`;
+      this.#options.log?.warn({ key: pooled.entry.id, connection: pooled.conn.id, code: 'CERT_REVOKED', activeStreams: pooled.conn.activeStreams, reason }, 'HBONE connection closed: server certificate revoked');
+      this.#release(pooled, 'closed');
+      pooled.conn.destroy(new ProxyError('CERT_REVOKED', reason));
+    }
+  }
+
   #onClose(pooled: Pooled): void {
     this.#release(pooled, 'closed');
     this.#live.delete(pooled.conn);
@@ -385,6 +417,7 @@ export class HbonePool {
   /** Destroys every connection now (streams are reset) and refuses new streams. */
   close(): void {
     this.#state = 'closed';
+    this.#unsubscribeCrl();
     for (const controller of this.#dialAborts) controller.abort(this.#draining());
     for (const pooled of [...this.#live.values()]) {
       this.#release(pooled, 'drain');

@@ -11,6 +11,11 @@
  * Which certificate to present comes from `certificateFor(localAddress)`, per
  * connection, so one server can serve several pod identities (in-pod mode).
  *
+ * With CRL_PATH (`revocation`), a client whose chain holds a revoked
+ * certificate is refused after the handshake (CERT_REVOKED), and after every
+ * CRL reload each live connection whose peer is now revoked is closed
+ * abruptly (GOAWAY, streams reset), as ztunnel's revocation index does.
+ *
  * Beyond ztunnel: TLS handshake timeout, first-request timeout, a global
  * connection cap, rapid-reset and PING/SETTINGS flood budgets, and Node's http2
  * flood limits set deliberately (server-limits.ts). Each fires `onLimit(kind)`
@@ -44,8 +49,9 @@ import {
   type Timer,
   type WorkloadCertificate,
 } from '@ambient/control';
-import { asProxyError, ERROR_DISPOSITIONS, type ProxyErrorCode } from '../errors.js';
-import { serverTlsOptions, TlsMaterialCache, verifyClientPeer, type TlsMaterial } from '../tls/contexts.js';
+import { asProxyError, ERROR_DISPOSITIONS, ProxyError, type ProxyErrorCode } from '../errors.js';
+import { describeRevocation, revocationRejection, type RevocationSource } from '../tls/crl/manager.js';
+import { peerChainOf, serverTlsOptions, TlsMaterialCache, verifyClientPeer, type TlsMaterial } from '../tls/contexts.js';
 import type { PeerCheck } from '../tls/spiffe-verify.js';
 import { decodeConnectRequest, formatHostPort, type DecodedConnectRequest, type HostPort } from './headers.js';
 import {
@@ -135,6 +141,8 @@ export interface HboneServerOptions {
   readonly hooks?: HboneServerHooks;
   /** Share with the outbound side to build one TLS context per certificate. */
   readonly tlsMaterials?: TlsMaterialCache;
+  /** CRL checking (CRL_PATH): revoked clients are refused, and revoked live peers closed on reload. */
+  readonly revocation?: RevocationSource | undefined;
 }
 
 type Phase = 'tls' | 'h2' | 'closed';
@@ -157,6 +165,9 @@ interface Connection extends HboneConnectionInfo {
   streams: number;
   readonly resets: TokenBucket;
   readonly controlFrames: TokenBucket;
+  /** The verified peer chain and our roots, kept for re-checks on CRL reloads (only with `revocation`). */
+  peerChain: readonly X509Certificate[] | undefined;
+  roots: readonly X509Certificate[];
 }
 
 function hostPort(address: string | undefined, port: number | undefined): HostPort | undefined {
@@ -282,6 +293,8 @@ export class HboneServer {
   readonly #limits: HboneServerLimits;
   readonly #sessionOptions: HboneSessionOptions;
   readonly #materials: TlsMaterialCache;
+  readonly #revocation: RevocationSource | undefined;
+  readonly #unsubscribeCrl: () => void;
   readonly #tlsServers = new WeakMap<TlsMaterial, tls.Server>();
   readonly #connections = new Set<Connection>();
   /** Accepted connections whose TLS socket is not matched yet, by TCP 4-tuple. */
@@ -305,6 +318,8 @@ export class HboneServer {
     this.#onConnect = options.onConnect;
     this.#hooks = options.hooks ?? {};
     this.#materials = options.tlsMaterials ?? new TlsMaterialCache();
+    this.#revocation = options.revocation;
+    this.#unsubscribeCrl = options.revocation?.onReload(() => this.#closeRevoked()) ?? (() => {});
   }
 
   get limits(): HboneServerLimits {
@@ -386,7 +401,7 @@ export class HboneServer {
       phase: 'tls',
       timer: undefined, pingTimer: undefined, pingTimeout: undefined,
       tls: undefined, tlsError: undefined, session: undefined,
-      ending: false, refused: false, streams: 0,
+      ending: false, refused: false, streams: 0, peerChain: undefined, roots: [],
       resets: new TokenBucket(this.#limits.rapidReset, () => this.#clock.monotonic()),
       controlFrames: new TokenBucket(this.#limits.controlFrames, () => this.#clock.monotonic()),
     };
@@ -503,6 +518,14 @@ export class HboneServer {
       });
     }
     const peer: PeerInfo = verified.value;
+    if (this.#revocation !== undefined) {
+      const chain = peerChainOf(socket.getPeerCertificate(true));
+      const revoked = revocationRejection(this.#revocation, chain, material.roots);
+      if (revoked !== undefined) return fail('CERT_REVOKED', `client certificate of ${peer.spiffeId} refused: ${revoked.reason}`, { peerIdentity: peer.identity });
+      if (chain.length === 0) this.#revocation.untracked();
+      else conn.peerChain = chain;
+      conn.roots = material.roots;
+    }
     conn.timer?.cancel();
     conn.phase = 'h2';
     conn.log.debug({ peer: peer.spiffeId }, 'HBONE TLS connection accepted');
@@ -667,6 +690,24 @@ export class HboneServer {
     }
   }
 
+  /** After a CRL reload: closes, abruptly, every established connection whose peer chain is now revoked. */
+  #closeRevoked(): void {
+    const source = this.#revocation;
+    if (source === undefined) return;
+    for (const conn of this.#connections) {
+      if (conn.phase !== 'h2' || conn.ending || conn.peerChain === undefined) continue;
+      const verdict = source.check(conn.peerChain, conn.roots);
+      if (!verdict.revoked) continue;
+      const reason = `${describeRevocation(verdict)}; closing the connection (CRL update)`;
+      conn.log.warn({ code: 'CERT_REVOKED', reason, streamsSeen: conn.streams }, 'HBONE connection closed: peer certificate revoked');
+      conn.ending = true;
+      this.#stopPing(conn);
+      // A security event: no graceful drain. GOAWAY, then every stream is reset with this error.
+      conn.session?.destroy(new ProxyError('CERT_REVOKED', reason), NGHTTP2_NO_ERROR);
+      conn.tls?.destroy();
+    }
+  }
+
   #closeGracefully(conn: Connection): void {
     this.#stopPing(conn);
     const session = conn.session;
@@ -766,6 +807,7 @@ export class HboneServer {
   /** Force-closes everything (the drain deadline passed, or shutdown without drain). */
   async close(): Promise<void> {
     this.#state = 'closed';
+    this.#unsubscribeCrl();
     const stopped = this.#stopAccepting();
     for (const conn of this.#connections) {
       if (conn.phase === 'tls' && !conn.refused) this.#refuse(conn, 'DRAINING', 'the server is shutting down', conn.log);
