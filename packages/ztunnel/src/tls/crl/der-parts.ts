@@ -1,82 +1,54 @@
 /**
- * The few DER fields revocation checking needs, read without trusting the
- * input: the signed parts of a CRL (to-be-signed bytes, signature algorithm,
+ * The few fields revocation checking needs, read without trusting the input:
+ * the signed parts of a CRL (to-be-signed bytes, signature algorithm,
  * signature), a CRL's issuer Name, and a certificate's issuer Name and serial
- * number. Names are returned as their exact DER bytes because, as in webpki,
- * a CRL applies to a certificate only when the two issuer Names are
- * byte-for-byte equal. Every function is pure and throws nothing: malformed
+ * number. Decoding is @peculiar/asn1-schema with the RFC 5280 schemas of
+ * @peculiar/asn1-x509. Every function is pure and throws nothing: malformed
  * input gives `undefined`.
+ *
+ * Names are returned as their exact original DER bytes because, as in webpki,
+ * a CRL applies to a certificate only when the two issuer Names are byte-for-
+ * byte equal. They are taken from the input through the library's `raw`
+ * option (the parsed element's own encoding), never re-encoded: re-encoding a
+ * parsed Name is not guaranteed to reproduce it (e.g. a string that is not
+ * valid in its declared type). The to-be-signed bytes come the same way.
+ *
+ * Lenient like the parser (BER lengths, bytes after the outer element are
+ * accepted): harmless here, since a CRL counts only when its signature verifies
+ * over the original to-be-signed bytes (node:crypto), and the certificates
+ * whose issuer and serial are read are ones OpenSSL already parsed.
  */
+import { AsnConvert, AsnProp } from '@peculiar/asn1-schema';
+import { Certificate, CertificateList, Name, TBSCertificate, TBSCertList } from '@peculiar/asn1-x509';
 
-interface Tlv {
-  readonly tag: number;
-  /** Offset of the identifier octet. */
-  readonly offset: number;
-  readonly start: number;
-  readonly end: number;
+/** TBSCertificate whose issuer also keeps its original encoding (in `issuerRaw`). */
+class TbsCertificateWithRawIssuer extends TBSCertificate {
+  declare issuerRaw: Uint8Array | undefined;
 }
+AsnProp({ type: Name, raw: true })(TbsCertificateWithRawIssuer.prototype, 'issuer');
 
-const TAG_INTEGER = 0x02;
-const TAG_BIT_STRING = 0x03;
-const TAG_OID = 0x06;
-const TAG_SEQUENCE = 0x30;
-const TAG_VERSION = 0xa0;
+class CertificateWithRawIssuer extends Certificate {
+  declare tbsCertificate: TbsCertificateWithRawIssuer;
+}
+AsnProp({ type: TbsCertificateWithRawIssuer, raw: true })(CertificateWithRawIssuer.prototype, 'tbsCertificate');
 
-function tlv(buf: Uint8Array, offset: number, limit: number): Tlv | undefined {
-  if (offset + 2 > limit) return undefined;
-  const tag = buf[offset] as number;
-  if ((tag & 0x1f) === 0x1f) return undefined;
-  let length = buf[offset + 1] as number;
-  let start = offset + 2;
-  if (length & 0x80) {
-    const octets = length & 0x7f;
-    if (octets === 0 || octets > 4 || start + octets > limit) return undefined;
-    length = 0;
-    for (let i = 0; i < octets; i++) length = length * 256 + (buf[start + i] as number);
-    start += octets;
+/** TBSCertList whose issuer also keeps its original encoding (in `issuerRaw`). */
+class TbsCertListWithRawIssuer extends TBSCertList {
+  declare issuerRaw: Uint8Array | undefined;
+}
+AsnProp({ type: Name, raw: true })(TbsCertListWithRawIssuer.prototype, 'issuer');
+
+class CertificateListWithRawIssuer extends CertificateList {
+  declare tbsCertList: TbsCertListWithRawIssuer;
+}
+AsnProp({ type: TbsCertListWithRawIssuer, raw: true })(CertificateListWithRawIssuer.prototype, 'tbsCertList');
+
+function parse<T>(der: Uint8Array, type: new () => T): T | undefined {
+  try {
+    return AsnConvert.parse(der, type);
+  } catch {
+    return undefined;
   }
-  const end = start + length;
-  return end > limit ? undefined : { tag, offset, start, end };
-}
-
-function children(buf: Uint8Array, parent: Tlv): Tlv[] | undefined {
-  const out: Tlv[] = [];
-  for (let offset = parent.start; offset < parent.end; ) {
-    const child = tlv(buf, offset, parent.end);
-    if (child === undefined) return undefined;
-    out.push(child);
-    offset = child.end;
-  }
-  return out;
-}
-
-function oid(buf: Uint8Array, t: Tlv): string | undefined {
-  if (t.tag !== TAG_OID || t.end === t.start || ((buf[t.end - 1] as number) & 0x80) !== 0) return undefined;
-  const arcs: number[] = [];
-  let value = 0;
-  for (let i = t.start; i < t.end; i++) {
-    const byte = buf[i] as number;
-    value = value * 128 + (byte & 0x7f);
-    if (value > Number.MAX_SAFE_INTEGER / 128) return undefined;
-    if ((byte & 0x80) === 0) {
-      arcs.push(value);
-      value = 0;
-    }
-  }
-  const first = arcs[0] as number;
-  const head = first < 40 ? [0, first] : first < 80 ? [1, first - 40] : [2, first - 80];
-  return [...head, ...arcs.slice(1)].join('.');
-}
-
-/** The outer SEQUENCE (which must span the whole input) and its children. */
-function outer(der: Uint8Array): Tlv[] | undefined {
-  const top = tlv(der, 0, der.length);
-  if (top === undefined || top.tag !== TAG_SEQUENCE || top.end !== der.length) return undefined;
-  return children(der, top);
-}
-
-function bytes(der: Uint8Array, t: Tlv, whole = true): Buffer {
-  return Buffer.from(der.subarray(whole ? t.offset : t.start, t.end));
 }
 
 /** A serial number as lower-case hex without leading zero octets ("0" for zero). */
@@ -93,41 +65,22 @@ export interface SignedParts {
   readonly signature: Buffer;
 }
 
-/** tbs, algorithm and signature of a signed X.509 structure (certificate or CRL). */
+/** tbs, algorithm and signature of a CRL (CertificateList, RFC 5280 5.1). */
 export function signedParts(der: Uint8Array): SignedParts | undefined {
-  const parts = outer(der);
-  if (parts === undefined || parts.length !== 3) return undefined;
-  const [tbs, alg, sig] = parts as [Tlv, Tlv, Tlv];
-  if (tbs.tag !== TAG_SEQUENCE || alg.tag !== TAG_SEQUENCE || sig.tag !== TAG_BIT_STRING || sig.end - sig.start < 2) return undefined;
-  if (der[sig.start] !== 0) return undefined;
-  const algChildren = children(der, alg);
-  const algOid = algChildren?.[0] === undefined ? undefined : oid(der, algChildren[0]);
-  if (algOid === undefined) return undefined;
-  return { tbs: bytes(der, tbs), signatureAlgorithm: algOid, signature: Buffer.from(der.subarray(sig.start + 1, sig.end)) };
+  const crl = parse(der, CertificateListWithRawIssuer);
+  if (crl?.tbsCertListRaw === undefined || crl.signature.byteLength === 0) return undefined;
+  return { tbs: Buffer.from(crl.tbsCertListRaw), signatureAlgorithm: crl.signatureAlgorithm.algorithm, signature: Buffer.from(crl.signature) };
 }
 
-/** The issuer Name (DER) of a CRL: TBSCertList ::= SEQUENCE { version INTEGER OPTIONAL, signature, issuer, ... }. */
+/** The issuer Name (DER) of a CRL. */
 export function crlIssuer(der: Uint8Array): Buffer | undefined {
-  const parts = outer(der);
-  const tbs = parts?.[0];
-  if (tbs === undefined || tbs.tag !== TAG_SEQUENCE) return undefined;
-  const fields = children(der, tbs);
-  if (fields === undefined) return undefined;
-  const i = fields[0]?.tag === TAG_INTEGER ? 1 : 0;
-  const issuer = fields[i + 1];
-  return issuer?.tag === TAG_SEQUENCE ? bytes(der, issuer) : undefined;
+  const raw = parse(der, CertificateListWithRawIssuer)?.tbsCertList.issuerRaw;
+  return raw === undefined ? undefined : Buffer.from(raw);
 }
 
 /** The issuer Name (DER) and normalized serial of a certificate. */
 export function certificateIssuerAndSerial(der: Uint8Array): { readonly issuer: Buffer; readonly serial: string } | undefined {
-  const parts = outer(der);
-  const tbs = parts?.[0];
-  if (tbs === undefined || tbs.tag !== TAG_SEQUENCE) return undefined;
-  const fields = children(der, tbs);
-  if (fields === undefined) return undefined;
-  const i = fields[0]?.tag === TAG_VERSION ? 1 : 0;
-  const serial = fields[i];
-  const issuer = fields[i + 2];
-  if (serial?.tag !== TAG_INTEGER || serial.end === serial.start || issuer?.tag !== TAG_SEQUENCE) return undefined;
-  return { issuer: bytes(der, issuer), serial: normalizeSerial(bytes(der, serial, false).toString('hex')) };
+  const tbs = parse(der, CertificateWithRawIssuer)?.tbsCertificate;
+  if (tbs?.issuerRaw === undefined || tbs.serialNumber.byteLength === 0) return undefined;
+  return { issuer: Buffer.from(tbs.issuerRaw), serial: normalizeSerial(Buffer.from(tbs.serialNumber).toString('hex')) };
 }
