@@ -163,6 +163,7 @@ export async function buildApp(config: ZtunnelConfig, deps: AppDeps): Promise<Ap
   let draining: Promise<void> | undefined;
   let dedicated: WorkloadProxy | undefined;
   let manager: WorkloadProxyManager | undefined;
+  let selfProxy: WorkloadProxy | undefined;
   const app: App = {
     readiness,
     metrics,
@@ -228,6 +229,28 @@ export async function buildApp(config: ZtunnelConfig, deps: AppDeps): Promise<Ap
     log.info({ component: 'proxy', addresses }, 'workload proxy started');
   }
 
+  /**
+   * ztunnel's self-proxy (shared mode, when POD_NAME, POD_NAMESPACE and SERVICE_ACCOUNT are set): an HBONE
+   * listener in ztunnel's own namespace with ztunnel's identity, so mesh clients can reach its endpoints
+   * (metrics) over mTLS with policies enforced. No transparent source: the connection to ztunnel's own
+   * port comes from ztunnel's address.
+   */
+  async function startSelfProxy(): Promise<void> {
+    const info = config.ztunnelWorkload;
+    if (info === undefined) return;
+    log.info({ identity: `spiffe://${config.control.trustDomain}/ns/${info.namespace}/sa/${info.serviceAccount}` }, 'creating the ztunnel self-proxy listener');
+    selfProxy = await startWorkloadProxy(shared, {
+      info,
+      sockets: deps.sockets,
+      originalDestination: localAddressAsOriginalDestination,
+      addresses: { inbound: config.addresses.inbound, inboundPlaintext: config.addresses.inboundPlaintext, outbound: config.addresses.outbound },
+      hboneOnly: true,
+      bindSourceIp: false,
+      log: log.child({ workload: `${info.namespace}/${info.name}`, proxy: 'self' }),
+    });
+    addresses['selfInbound'] = selfProxy.addresses['inbound'] ?? '';
+  }
+
   function startWorkloadProxyManager(): void {
     const inpod = deps.inpod;
     if (inpod === undefined) {
@@ -285,7 +308,7 @@ export async function buildApp(config: ZtunnelConfig, deps: AppDeps): Promise<Ap
     readiness.register('draining');
     const deadline = clock.monotonic() + (mode === 'graceful' ? config.terminationDeadlineMs : 0);
     if (mode === 'graceful') log.info({ deadlineMs: config.terminationDeadlineMs }, 'draining: no new connections; waiting for open ones');
-    await Promise.allSettled([dedicated?.drain(mode, deadline), manager?.drain(mode)]);
+    await Promise.allSettled([dedicated?.drain(mode, deadline), manager?.drain(mode), selfProxy?.drain(mode, deadline)]);
     prefetch?.close();
     crl?.close();
     certificates.close();
@@ -302,8 +325,11 @@ export async function buildApp(config: ZtunnelConfig, deps: AppDeps): Promise<Ap
     // Closed or draining before the first sync: never bind listeners nobody will close.
     if (!config.enableProxy || draining !== undefined) return;
     if (config.proxyMode === 'dedicated') await startDedicatedProxy();
-    // In-pod (shared) mode gets its pods from istio-cni over ZDS.
-    else startWorkloadProxyManager();
+    else {
+      // In-pod (shared) mode gets its pods from istio-cni over ZDS.
+      startWorkloadProxyManager();
+      await startSelfProxy();
+    }
   });
   (app as { proxiesStarted: Promise<void> }).proxiesStarted = proxiesStarted;
   proxiesStarted.catch((err: unknown) => log.error({ err: err instanceof Error ? err.message : String(err) }, 'starting the workload proxy failed'));

@@ -82,6 +82,11 @@ export interface WorkloadProxySpec {
   readonly bindSourceIp: boolean;
   /** The factory binds non-local addresses (in-pod IP_TRANSPARENT): apps see the client's own IP. */
   readonly transparentSource?: boolean;
+  /**
+   * Only the HBONE inbound listener (ztunnel's self-proxy in shared mode: mesh clients reach ztunnel's own
+   * endpoints, e.g. metrics, over HBONE with ztunnel's identity and its policies enforced).
+   */
+  readonly hboneOnly?: boolean;
   /** SO_REUSEPORT listeners are created with backlog 128 (ztunnel's in-pod listeners). */
   readonly backlog?: number;
   readonly log: Logger;
@@ -205,108 +210,111 @@ export async function startWorkloadProxy(shared: ProxyShared, spec: WorkloadProx
     stopAccepting.push(() => closeServer(hboneListener));
     stopAccepting.push(() => hboneServer.drain());
 
-    const plaintext = await spec.sockets.listen({ ...spec.addresses.inboundPlaintext, ...backlog }, (socket) => {
-      socket.once('close', metrics.traffic.socketOpened('destination'));
-      servePlaintextInbound({ ...inbound, connections, results, originalDestination: spec.originalDestination }, socket).catch((err: unknown) =>
-        lastResort(plog, socket, err),
-      );
-    });
-    watchErrors(plaintext, 'plaintext inbound');
-    addresses['inboundPlaintext'] = serverAddress(plaintext);
-    stopAccepting.push(() => closeServer(plaintext));
-
-    const outboundDeps: OutboundDeps = {
-      store,
-      network: config.control.network,
-      illegalPorts: config.illegalPorts,
-      hbonePort: config.hbonePort,
-      pool,
-      certificateFor: (id) => certificates.fetchCertificate(id),
-      sockets: spec.sockets,
-      clock,
-      random: shared.random,
-      connectTimeoutMs: config.connectTimeoutMs,
-      results,
-      connections,
-      log: plog.child({ component: 'outbound' }),
-    };
-    const sourceWorkload = async () => (await awaitWorkload(store, localWorkload, clock, shared.localWorkloadWaitMs))?.workload;
-    const outbound = await spec.sockets.listen({ ...spec.addresses.outbound, ...backlog }, (socket) => {
-      socket.on('error', () => {});
-      socket.once('close', metrics.traffic.socketOpened('source'));
-      const peer = peerAddress(socket);
-      const origDst = spec.originalDestination(socket);
-      if (peer === undefined || origDst === undefined) {
-        plog.warn({ component: 'outbound', reason: 'no peer or original destination' }, 'outbound connection refused');
-        socket.destroy();
-        return;
-      }
-      // As ztunnel: a pod may connect out a moment before its own WDS entry arrives; wait up to 5 s for it.
-      sourceWorkload()
-        .then((source) => {
-          if (socket.destroyed) return;
-          if (source === undefined) {
-            plog.warn({ component: 'outbound', reason: `the local workload is not known after ${shared.localWorkloadWaitMs} ms` }, 'outbound connection refused');
-            socket.destroy();
-            return;
-          }
-          return proxyOutbound(outboundDeps, { socket, peer, origDst, source, ready: () => {}, fail: () => socket.destroy() });
-        })
-        .catch((err: unknown) => lastResort(plog, socket, err));
-    });
-    watchErrors(outbound, 'outbound');
-    addresses['outbound'] = serverAddress(outbound);
-    stopAccepting.push(() => closeServer(outbound));
-
-    if (spec.addresses.socks5 !== undefined) {
-      const socks = await startSocks5Listener(spec.addresses.socks5, {
-        clock,
-        log: plog,
-        handshakeTimeoutMs: config.limits.socks5HandshakeTimeoutMs,
-        refusals: metrics.refusals,
-        trackSocket: () => metrics.traffic.socketOpened('source'),
-        resolve: async (hostname) => resolveHostname(store.snapshot(), config.control.network, hostname),
-        handler: async (conn) => {
-          const source = await sourceWorkload();
-          if (source === undefined) {
-            conn.reply(ReplyCode.GENERAL_FAILURE);
-            return;
-          }
-          await proxyOutbound(outboundDeps, {
-            socket: conn.socket,
-            peer: conn.peer,
-            origDst: conn.origDst,
-            source,
-            ready: () => {
-              conn.reply(ReplyCode.SUCCEEDED);
-              conn.socket.resume();
-            },
-            fail: (err) => conn.reply(socksReplyFor(err)),
-          });
-        },
+    // The self-proxy (hboneOnly) serves ztunnel's own endpoints over HBONE and nothing else.
+    if (spec.hboneOnly !== true) {
+      const plaintext = await spec.sockets.listen({ ...spec.addresses.inboundPlaintext, ...backlog }, (socket) => {
+        socket.once('close', metrics.traffic.socketOpened('destination'));
+        servePlaintextInbound({ ...inbound, connections, results, originalDestination: spec.originalDestination }, socket).catch((err: unknown) =>
+          lastResort(plog, socket, err),
+        );
       });
-      addresses['socks5'] = `${socks.address.ip}:${socks.address.port}`;
-      stopAccepting.push(() => socks.close());
-    }
-    const dnsAddress = spec.addresses.dns;
-    if (shared.dns !== undefined && dnsAddress !== undefined) {
-      const dns = await startDnsProxy({
-        sockets: spec.sockets,
-        address: dnsAddress,
+      watchErrors(plaintext, 'plaintext inbound');
+      addresses['inboundPlaintext'] = serverAddress(plaintext);
+      stopAccepting.push(() => closeServer(plaintext));
+
+      const outboundDeps: OutboundDeps = {
         store,
-        localWorkload: (snapshot) => localWorkload(snapshot),
-        localWorkloadWaitMs: shared.localWorkloadWaitMs,
-        clusterDomain: config.clusterDomain,
-        ipv6Enabled: config.ipv6Enabled,
-        nameservers: shared.dns.nameservers,
-        ...(shared.dns.searchDomains === undefined ? {} : { searchDomains: shared.dns.searchDomains }),
+        network: config.control.network,
+        illegalPorts: config.illegalPorts,
+        hbonePort: config.hbonePort,
+        pool,
+        certificateFor: (id) => certificates.fetchCertificate(id),
+        sockets: spec.sockets,
         clock,
         random: shared.random,
-        log: plog.child({ component: 'dns' }),
-        metrics: shared.dns.metrics,
+        connectTimeoutMs: config.connectTimeoutMs,
+        results,
+        connections,
+        log: plog.child({ component: 'outbound' }),
+      };
+      const sourceWorkload = async () => (await awaitWorkload(store, localWorkload, clock, shared.localWorkloadWaitMs))?.workload;
+      const outbound = await spec.sockets.listen({ ...spec.addresses.outbound, ...backlog }, (socket) => {
+        socket.on('error', () => {});
+        socket.once('close', metrics.traffic.socketOpened('source'));
+        const peer = peerAddress(socket);
+        const origDst = spec.originalDestination(socket);
+        if (peer === undefined || origDst === undefined) {
+          plog.warn({ component: 'outbound', reason: 'no peer or original destination' }, 'outbound connection refused');
+          socket.destroy();
+          return;
+        }
+        // As ztunnel: a pod may connect out a moment before its own WDS entry arrives; wait up to 5 s for it.
+        sourceWorkload()
+          .then((source) => {
+            if (socket.destroyed) return;
+            if (source === undefined) {
+              plog.warn({ component: 'outbound', reason: `the local workload is not known after ${shared.localWorkloadWaitMs} ms` }, 'outbound connection refused');
+              socket.destroy();
+              return;
+            }
+            return proxyOutbound(outboundDeps, { socket, peer, origDst, source, ready: () => {}, fail: () => socket.destroy() });
+          })
+          .catch((err: unknown) => lastResort(plog, socket, err));
       });
-      addresses['dns'] = dns.addresses.map((a) => formatAddress(a)).join(',');
-      stopAccepting.push(() => dns.close());
+      watchErrors(outbound, 'outbound');
+      addresses['outbound'] = serverAddress(outbound);
+      stopAccepting.push(() => closeServer(outbound));
+
+      if (spec.addresses.socks5 !== undefined) {
+        const socks = await startSocks5Listener(spec.addresses.socks5, {
+          clock,
+          log: plog,
+          handshakeTimeoutMs: config.limits.socks5HandshakeTimeoutMs,
+          refusals: metrics.refusals,
+          trackSocket: () => metrics.traffic.socketOpened('source'),
+          resolve: async (hostname) => resolveHostname(store.snapshot(), config.control.network, hostname),
+          handler: async (conn) => {
+            const source = await sourceWorkload();
+            if (source === undefined) {
+              conn.reply(ReplyCode.GENERAL_FAILURE);
+              return;
+            }
+            await proxyOutbound(outboundDeps, {
+              socket: conn.socket,
+              peer: conn.peer,
+              origDst: conn.origDst,
+              source,
+              ready: () => {
+                conn.reply(ReplyCode.SUCCEEDED);
+                conn.socket.resume();
+              },
+              fail: (err) => conn.reply(socksReplyFor(err)),
+            });
+          },
+        });
+        addresses['socks5'] = `${socks.address.ip}:${socks.address.port}`;
+        stopAccepting.push(() => socks.close());
+      }
+      const dnsAddress = spec.addresses.dns;
+      if (shared.dns !== undefined && dnsAddress !== undefined) {
+        const dns = await startDnsProxy({
+          sockets: spec.sockets,
+          address: dnsAddress,
+          store,
+          localWorkload: (snapshot) => localWorkload(snapshot),
+          localWorkloadWaitMs: shared.localWorkloadWaitMs,
+          clusterDomain: config.clusterDomain,
+          ipv6Enabled: config.ipv6Enabled,
+          nameservers: shared.dns.nameservers,
+          ...(shared.dns.searchDomains === undefined ? {} : { searchDomains: shared.dns.searchDomains }),
+          clock,
+          random: shared.random,
+          log: plog.child({ component: 'dns' }),
+          metrics: shared.dns.metrics,
+        });
+        addresses['dns'] = dns.addresses.map((a) => formatAddress(a)).join(',');
+        stopAccepting.push(() => dns.close());
+      }
     }
   } catch (err) {
     return abort(err);

@@ -20,7 +20,7 @@ import { nativeInpodPlatform } from '../src/inpod/native-platform.js';
 import { parseConfig } from '../src/config.js';
 import type { Native, SeqpacketPacket, SeqpacketSocket } from '../src/platform/native.js';
 import { Cleanup, createNetns, requireRootAndNative, type TestNetns } from './support/native-netns.js';
-import { startZtunnel, WAIT_MS, type ZtunnelUnderTest } from './support/ztunnel-harness.js';
+import { issueCertificate, rawHboneClient, readAll, startZtunnel, waitForState, WAIT_MS, type ZtunnelUnderTest } from './support/ztunnel-harness.js';
 
 const ZT_IP = '127.0.18.1';
 const cleanup = new Cleanup();
@@ -57,7 +57,7 @@ class NodeAgentConnection {
   }
 }
 
-async function setup(native: Native) {
+async function setup(native: Native, extraEnv: Record<string, string> = {}) {
   const dir = mkdtempSync(join(tmpdir(), 'amb-inpod-'));
   cleanup.add(() => rmSync(dir, { recursive: true, force: true }));
   const uds = join(dir, 'ztunnel.sock');
@@ -84,7 +84,7 @@ async function setup(native: Native) {
   cp.setWorkload(workload({ name: 'pod-a', namespace: 'demo', serviceAccount: 'client', ips: ['10.244.7.2'], node: 'node-a' }));
   cp.setWorkload(workload({ name: 'pod-b', namespace: 'demo', serviceAccount: 'server', ips: ['10.244.7.3'], node: 'node-a' }));
 
-  const env = { INPOD_UDS: uds, UNSTABLE_ENABLE_SOCKS5: 'false', ISTIO_META_DNS_CAPTURE: 'false' };
+  const env = { INPOD_UDS: uds, UNSTABLE_ENABLE_SOCKS5: 'false', ISTIO_META_DNS_CAPTURE: 'false', ...extraEnv };
   const parsed = parseConfig({ PROXY_MODE: 'shared', ...env }, { fileExists: () => false, cpuCount: 2 }, []);
   if (!parsed.ok) throw new Error('bad test config');
   const zt: ZtunnelUnderTest = await startZtunnel(cp, {
@@ -225,5 +225,26 @@ describe('ztunnel in shared (in-pod) mode with a node agent on ZDS', () => {
     await eventually(() => listeners(podA).some((l) => l.port === 15008 && l.mark === '0x539'), 'the retried proxy listening on 15008');
     await eventually(async () => (await zt.get('readiness', '/healthz/ready')).status === 200, 'ready once nothing is pending');
     expect((await zt.get('stats', '/metrics')).body).toMatch(/^workload_manager_pending_proxy_count 0$/m);
+  });
+
+  it('serves its own endpoints over HBONE with its own identity (the self-proxy) when POD_NAME, POD_NAMESPACE and SERVICE_ACCOUNT are set', async () => {
+    const native = requireRootAndNative();
+    const { zt, cp } = await setup(native, { SERVICE_ACCOUNT: 'ztunnel' });
+    const self = { namespace: 'istio-system', name: 'ztunnel-node-a', serviceAccount: 'ztunnel' };
+    cp.setWorkload(workload({ ...self, ips: [ZT_IP], node: 'node-a' }));
+    await waitForState(zt, (s) => s.findLocalWorkload(self) !== undefined, "ztunnel's own workload");
+    await eventually(() => zt.app.addresses['selfInbound'] !== undefined, 'the self-proxy listener');
+
+    const cert = await issueCertificate(cp, { namespace: 'demo', serviceAccount: 'client' });
+    const client = await rawHboneClient({ ip: ZT_IP, port: 15008 }, cert);
+    cleanup.add(() => client.close());
+    expect(client.peerCertificate.subjectaltname).toBe('URI:spiffe://cluster.local/ns/istio-system/sa/ztunnel');
+    const statsPort = Number((zt.app.addresses['stats'] ?? '').split(':').pop());
+    const answer = await client.request(`${ZT_IP}:${statsPort}`);
+    expect(answer.status).toBe(200);
+    answer.stream.end('GET /metrics HTTP/1.1\r\nHost: ztunnel\r\nConnection: close\r\n\r\n');
+    const reply = (await readAll(answer.stream)).toString();
+    expect(reply).toMatch(/^HTTP\/1\.1 200/);
+    expect(reply).toContain('istio_build{component="ztunnel"');
   });
 });
