@@ -5,6 +5,7 @@
  */
 #include <stdio.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "ztunnel-native.h"
 
@@ -63,4 +64,14 @@ void ztn_report_callback_exception(napi_env env) {
     /* Same path as an exception thrown from any other event-loop callback: 'uncaughtException'. */
     napi_fatal_exception(env, exception);
   }
+}
+
+napi_value ztn_fd_value(napi_env env, int fd) {
+  napi_value result;
+  if (napi_create_int32(env, fd, &result) != napi_ok) {
+    close(fd);
+    ztn_throw_napi_failure(env, "napi_create_int32");
+    return NULL;
+  }
+  return result;
 }

@@ -116,13 +116,7 @@ napi_value ztn_open_netns(napi_env env, napi_callback_info info) {
     }
     return NULL;
   }
-  napi_value result;
-  if (napi_create_int32(env, fd, &result) != napi_ok) {
-    close(fd);
-    ztn_throw_napi_failure(env, "napi_create_int32");
-    return NULL;
-  }
-  return result;
+  return ztn_fd_value(env, fd);
 }
 
 napi_value ztn_netns_id(napi_env env, napi_callback_info info) {

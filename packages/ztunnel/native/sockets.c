@@ -139,13 +139,7 @@ static napi_value fd_result(napi_env env, int fd, ztn_failure *f) {
     ztn_throw_errno(env, f->syscall, f->err, f->context);
     return NULL;
   }
-  napi_value result;
-  if (napi_create_int32(env, fd, &result) != napi_ok) {
-    close(fd);
-    ztn_throw_napi_failure(env, "napi_create_int32");
-    return NULL;
-  }
-  return result;
+  return ztn_fd_value(env, fd);
 }
 
 /* ---- tcpListener(netns, host, port, backlog, mark, reusePort, transparent) ---- */

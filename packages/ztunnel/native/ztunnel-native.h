@@ -43,6 +43,8 @@ void ztn_throw_type(napi_env env, const char *message);
     }                                                                        \
   } while (0)
 void ztn_throw_napi_failure(napi_env env, const char *what);
+/* A new descriptor as a JS number; on failure the descriptor is closed and an exception is pending (NULL). */
+napi_value ztn_fd_value(napi_env env, int fd);
 /* Rethrows a JS exception raised by a callback that native code invoked from the event loop. */
 void ztn_report_callback_exception(napi_env env);
 
