@@ -55,6 +55,7 @@ static napi_value init(napi_env env, napi_value exports) {
       {"udpSocket", NULL, ztn_udp_socket, NULL, NULL, NULL, napi_enumerable, NULL},
       {"originalDestination", NULL, ztn_original_destination, NULL, NULL, NULL, napi_enumerable, NULL},
       {"socketMark", NULL, ztn_socket_mark, NULL, NULL, NULL, napi_enumerable, NULL},
+      {"mallocTrim", NULL, ztn_malloc_trim, NULL, NULL, NULL, napi_enumerable, NULL},
       {"seqpacketConnect", NULL, ztn_seqpacket_connect, NULL, NULL, NULL, napi_enumerable, NULL},
       {"seqpacketStart", NULL, ztn_seqpacket_start, NULL, NULL, NULL, napi_enumerable, NULL},
       {"seqpacketSend", NULL, ztn_seqpacket_send, NULL, NULL, NULL, napi_enumerable, NULL},

@@ -73,6 +73,7 @@ napi_value ztn_tcp_socket(napi_env env, napi_callback_info info);
 napi_value ztn_udp_socket(napi_env env, napi_callback_info info);
 napi_value ztn_original_destination(napi_env env, napi_callback_info info);
 napi_value ztn_socket_mark(napi_env env, napi_callback_info info);
+napi_value ztn_malloc_trim(napi_env env, napi_callback_info info);
 
 /* seqpacket.c */
 napi_value ztn_seqpacket_connect(napi_env env, napi_callback_info info);

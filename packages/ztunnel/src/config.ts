@@ -124,6 +124,8 @@ export interface ZtunnelConfig {
     readonly socks5HandshakeTimeoutMs: number;
     readonly maxConnections: number;
   };
+  /** ZTUNNEL_MALLOC_TRIM_INTERVAL (0 = off). */
+  readonly mallocTrimIntervalMs: number;
 
   readonly addresses: {
     readonly admin: ListenAddress;
@@ -199,6 +201,7 @@ export const OUR_ENV_VARS: Readonly<Record<string, string>> = {
   ZTUNNEL_OUTBOUND_ADDR: '[::]:15001',
   ZTUNNEL_SOCKS5_ADDR: '127.0.0.1:15080 (only used with UNSTABLE_ENABLE_SOCKS5=true)',
   ZTUNNEL_HBONE_PORT: 'the inbound listener port (15008): the port dialled on remote workloads',
+  ZTUNNEL_MALLOC_TRIM_INTERVAL: '10s: how often memory freed after bursts is handed back to the kernel (glibc malloc_trim); 0 turns it off',
 };
 
 // ---------------------------------------------------------------------------
@@ -603,6 +606,7 @@ export function parseConfig(env: Env, probe: ConfigProbe, argv: readonly string[
       socks5HandshakeTimeoutMs: duration('ZTUNNEL_SOCKS5_HANDSHAKE_TIMEOUT', 10_000, 1),
       maxConnections: int('ZTUNNEL_MAX_CONNECTIONS', 100_000, 1, Number.MAX_SAFE_INTEGER),
     },
+    mallocTrimIntervalMs: duration('ZTUNNEL_MALLOC_TRIM_INTERVAL', 10_000, 0),
     addresses: { admin, stats, readiness, inbound, inboundPlaintext, outbound, socks5, dnsProxy: dnsProxyAddr },
     hbonePort,
     illegalPorts,

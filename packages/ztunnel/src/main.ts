@@ -12,6 +12,7 @@ import { buildApp } from './app.js';
 import { MESH_CONFIG_PATH, OUR_ENV_VARS, parseConfig } from './config.js';
 import { nativeInpodPlatform, transparentMode, verifyInpodCapabilities } from './inpod/native-platform.js';
 import type { InpodPlatform } from './inpod/platform.js';
+import { startMemoryTrim } from './platform/memory-trim.js';
 import { loadNative, type Native } from './platform/native.js';
 import { nativeOriginalDestination, netnsSocketFactory } from './platform/netns-sockets.js';
 import { localAddressAsOriginalDestination, nodeSocketFactory, type OriginalDestination, type SocketFactory } from './platform/sockets.js';
@@ -103,6 +104,8 @@ export async function main(argv: readonly string[], env: NodeJS.ProcessEnv): Pro
     return undefined;
   });
   if (app === undefined) return 1;
+  const nativeTrim = native;
+  const trimmer = nativeTrim === undefined ? undefined : startMemoryTrim(systemClock, () => nativeTrim.mallocTrim(), config.mallocTrimIntervalMs);
   log.info({ version: VERSION.version, mode: config.proxyMode, addresses: app.addresses }, 'ztunnel started');
   void app.proxiesStarted.then(() => log.info({ addresses: app.addresses }, 'ready to serve'));
 
@@ -121,5 +124,5 @@ export async function main(argv: readonly string[], env: NodeJS.ProcessEnv): Pro
     process.on('SIGTERM', onSignal);
     process.on('SIGINT', onSignal);
     void quit.then(() => app.drain()).then(() => resolve(0), () => resolve(1));
-  });
+  }).finally(() => trimmer?.stop());
 }

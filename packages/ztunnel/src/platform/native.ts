@@ -113,6 +113,8 @@ export interface Native {
   originalDestination(fd: number): { ip: string; port: number } | undefined;
   /** getsockopt SO_MARK. */
   socketMark(fd: number): number;
+  /** glibc malloc_trim(0): hands memory freed after a burst back to the kernel; true when some was released. */
+  mallocTrim(): boolean;
   /** AF_UNIX SOCK_SEQPACKET client (ztunnel's side of ZDS). Throws e.g. ENOENT, ECONNREFUSED, EAGAIN. */
   seqpacketConnect(path: string): SeqpacketSocket;
   /** AF_UNIX SOCK_SEQPACKET server (tests, the e2e istio-cni fake). A stale socket file at path is replaced. */
@@ -135,6 +137,7 @@ export interface RawBinding {
   udpSocket(netns: number, host: string, port: number, mark: number, reusePort: boolean): number;
   originalDestination(fd: number): { ip: string; port: number } | undefined;
   socketMark(fd: number): number;
+  mallocTrim(): boolean;
   seqpacketConnect(path: string): RawHandle;
   seqpacketStart(
     h: RawHandle,
@@ -305,6 +308,7 @@ function wrap(raw: RawBinding): Native {
       checkFd('fd', fd);
       return call(() => raw.socketMark(fd));
     },
+    mallocTrim: () => call(() => raw.mallocTrim()),
     seqpacketConnect: (path) => new NativeSeqpacketSocket(raw, seqpacketErrors, call(() => raw.seqpacketConnect(path))),
     seqpacketListen: (path) => new NativeSeqpacketServer(raw, seqpacketErrors, path),
   };
