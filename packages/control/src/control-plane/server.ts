@@ -5,7 +5,7 @@
  *
  * Composition only: the mesh state (mesh-state.ts), the ADS endpoint
  * (ads-service.ts), the CA endpoint (ca-service.ts), file loading and
- * watching (mesh-file.ts, tokens.ts, file-watcher.ts) and the shared local CA
+ * watching (mesh-file.ts, tokens.ts, ../platform/file-watch.ts) and the shared local CA
  * (ca/authority.ts) are wired here.
  *
  * Startup fails with one ControlPlaneError listing every problem found in the
@@ -25,7 +25,7 @@ import { systemClock, type Clock } from '../platform/clock.js';
 import { fail, formatRejections, ok, rejection, type Rejection, type Result } from '../result.js';
 import { AdsService, type AdsObserver, type AdsStreamInfo, type AdsSubscriptionStatus, type StreamStatus } from './ads-service.js';
 import { CaService, DEFAULT_TRUSTED_NODE_ACCOUNTS, type CaRequestRecord } from './ca-service.js';
-import { watchFile, type FileWatch } from './file-watcher.js';
+import { watchFile, type FileWatch } from '../platform/file-watch.js';
 import { parseListenAddress } from './listen-address.js';
 import { loadMeshFile, readTextFile } from './mesh-file.js';
 import { MeshState } from './mesh-state.js';

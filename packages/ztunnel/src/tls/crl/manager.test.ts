@@ -1,15 +1,11 @@
 import { X509Certificate } from 'node:crypto';
-import { mkdtemp, rename, rm, writeFile } from 'node:fs/promises';
-import { tmpdir } from 'node:os';
-import { join } from 'node:path';
 import { pino } from 'pino';
 import { describe, expect, it } from 'vitest';
-import { systemClock } from '@ambient/control';
+import { ok, systemClock } from '@ambient/control';
 import { ManualClock } from '@ambient/control/testing';
 import { newCa, signerOf, workloadCert } from '../../../test/support/hbone-certs.js';
 import { crlPem } from '../../../test/support/crl.js';
 import { CrlManager, type CrlMetrics, type CrlReporter } from './manager.js';
-import { watchCrlFile } from './watch.js';
 
 function capture() {
   const lines: Array<Record<string, unknown>> = [];
@@ -39,7 +35,7 @@ async function fixture() {
     return v === undefined ? Promise.reject(Object.assign(new Error(`ENOENT: no such file, open '${p}'`), { code: 'ENOENT' })) : Promise.resolve(v);
   };
   let onChange: (() => void) | undefined;
-  const watch = (_p: string, o: { onChange: () => void }) => ((onChange = o.onChange), { close: () => (onChange = undefined) });
+  const watch = (_p: string, o: { onChange: () => void }) => ((onChange = o.onChange), ok({ close: () => void (onChange = undefined) }));
   return { clock, root, leaf, roots, files, readFile, watch, change: () => onChange?.() };
 }
 
@@ -104,32 +100,5 @@ describe('CrlManager', () => {
     expect(has(40, 'past its nextUpdate')).toBe(true);
     expect(m.current.check([f.leaf.leaf], f.roots).revoked).toBe(true);
     m.close();
-  });
-});
-
-describe('watchCrlFile', () => {
-  it('reports a rename-swap of the file (editor / ConfigMap style) once, debounced', async () => {
-    const dir = await mkdtemp(join(tmpdir(), 'crl-watch-'));
-    const path = join(dir, 'ca-crl.pem');
-    await writeFile(path, 'one');
-    const { log } = capture();
-    let changes = 0;
-    let notify: () => void = () => {};
-    const changed = new Promise<void>((resolve) => (notify = resolve));
-    const w = watchCrlFile(path, { clock: systemClock, debounceMs: 50, log, onChange: () => (changes++, notify()) });
-    try {
-      await writeFile(join(dir, '.tmp'), 'two');
-      await rename(join(dir, '.tmp'), path);
-      await changed;
-      expect(changes).toBe(1);
-    } finally {
-      w.close();
-      await rm(dir, { recursive: true, force: true });
-    }
-  });
-
-  it('throws when the directory does not exist', () => {
-    const { log } = capture();
-    expect(() => watchCrlFile('/nonexistent-dir-for-crl/ca-crl.pem', { clock: systemClock, debounceMs: 10, log, onChange: () => {} })).toThrow();
   });
 });

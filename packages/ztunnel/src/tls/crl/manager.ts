@@ -21,10 +21,9 @@
  * exactly one more); after close() no reload runs and nothing is watched.
  */
 import type { X509Certificate } from 'node:crypto';
-import { formatRejections, type Clock, type Logger } from '@ambient/control';
+import { formatRejections, watchFile, type Clock, type FileWatch, type Logger } from '@ambient/control';
 import type { MetricsRegistry } from '../../metrics/registry.js';
 import { CrlSet, parseCrlFile, type RevocationVerdict } from './crl-set.js';
-import { watchCrlFile, type FileWatch, type WatchFileOptions } from './watch.js';
 
 export type CrlReporter = 'source' | 'destination';
 
@@ -95,7 +94,7 @@ export interface CrlManagerOptions {
   readonly log: Logger;
   readonly metrics: CrlMetrics;
   /** Default: fs.watch on the parent directory. `false`: never reload by itself. */
-  readonly watch?: ((path: string, options: WatchFileOptions) => FileWatch) | false;
+  readonly watch?: typeof watchFile | false;
   /** Quiet period after the last file event before reloading (default 250 ms). */
   readonly debounceMs?: number;
 }
@@ -124,18 +123,20 @@ export class CrlManager {
   static async start(options: CrlManagerOptions): Promise<CrlManager> {
     const manager = new CrlManager(options);
     await manager.reload();
-    const watch = options.watch ?? watchCrlFile;
+    const watch = options.watch ?? watchFile;
     if (watch !== false) {
-      try {
-        manager.#watch = watch(options.path, {
-          clock: options.clock,
-          debounceMs: options.debounceMs ?? CRL_RELOAD_DEBOUNCE_MS,
-          log: manager.#log,
-          onChange: () => void manager.reload(),
-        });
-      } catch (err) {
-        manager.#log.warn({ path: options.path, err: err instanceof Error ? err.message : String(err) }, 'cannot watch the CRL file; CRL checking continues with the current CRLs, but updates need a restart');
-      }
+      const watching = watch(options.path, {
+        clock: options.clock,
+        debounceMs: options.debounceMs ?? CRL_RELOAD_DEBOUNCE_MS,
+        logger: manager.#log,
+        onChange: () => void manager.reload(),
+      });
+      if (watching.ok) manager.#watch = watching.value;
+      else
+        manager.#log.warn(
+          { path: options.path, err: formatRejections(watching.errors) },
+          'cannot watch the CRL file; CRL checking continues with the current CRLs, but updates need a restart',
+        );
     }
     return manager;
   }

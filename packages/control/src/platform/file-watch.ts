@@ -1,5 +1,6 @@
 /**
- * Watches one file for changes in a way that survives how files really get
+ * Watches one file for changes (the local control plane's mesh and token
+ * files, ztunnel's CRL file) in a way that survives how files really get
  * replaced: editors that write a temporary file and rename it over the
  * original, and Kubernetes ConfigMap volumes that swap a `..data` symlink.
  *
@@ -11,15 +12,14 @@
  */
 import { watch, type FSWatcher } from 'node:fs';
 import { basename, dirname } from 'node:path';
-import type { Logger } from 'pino';
-import type { Clock, Timer } from '../platform/clock.js';
+import type { Clock, Timer } from './clock.js';
 import { fail, ok, rejection, type Result } from '../result.js';
 
 export interface FileWatchOptions {
   readonly clock: Clock;
   /** Quiet period after the last event before `onChange` runs. */
   readonly debounceMs: number;
-  readonly logger: Logger;
+  readonly logger: { error(obj: object, msg?: string): void };
   readonly onChange: () => void;
 }
 
