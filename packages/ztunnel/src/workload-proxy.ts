@@ -18,7 +18,7 @@
  *   touches another's traffic.
  */
 import type { CertManager, Clock, Identity, Random, Snapshot, Store, WorkloadInfo } from '@ambient/control';
-import type { Server } from 'node:net';
+import type { Server, Socket } from 'node:net';
 import type { Logger } from 'pino';
 import { describeDecision, evaluate } from './authz/evaluate.js';
 import type { ZtunnelConfig } from './config.js';
@@ -237,7 +237,17 @@ export async function startWorkloadProxy(shared: ProxyShared, spec: WorkloadProx
         connections,
         log: plog.child({ component: 'outbound' }),
       };
-      const sourceWorkload = async () => (await awaitWorkload(store, localWorkload, clock, shared.localWorkloadWaitMs))?.workload;
+      /** The pod's own workload, waiting up to 5 s for it; the wait ends early when the client goes away. */
+      const sourceWorkload = async (client: Socket) => {
+        const known = localWorkload(store.snapshot());
+        if (known !== undefined) return known;
+        const gone = new AbortController();
+        const onClose = () => gone.abort();
+        client.once('close', onClose);
+        const found = await awaitWorkload(store, localWorkload, clock, shared.localWorkloadWaitMs, gone.signal);
+        client.off('close', onClose);
+        return found?.workload;
+      };
       const outbound = await spec.sockets.listen({ ...spec.addresses.outbound, ...backlog }, (socket) => {
         socket.on('error', () => {});
         socket.once('close', metrics.traffic.socketOpened('source'));
@@ -249,7 +259,7 @@ export async function startWorkloadProxy(shared: ProxyShared, spec: WorkloadProx
           return;
         }
         // As ztunnel: a pod may connect out a moment before its own WDS entry arrives; wait up to 5 s for it.
-        sourceWorkload()
+        sourceWorkload(socket)
           .then((source) => {
             if (socket.destroyed) return;
             if (source === undefined) {
@@ -274,7 +284,7 @@ export async function startWorkloadProxy(shared: ProxyShared, spec: WorkloadProx
           trackSocket: () => metrics.traffic.socketOpened('source'),
           resolve: async (hostname) => resolveHostname(store.snapshot(), config.control.network, hostname),
           handler: async (conn) => {
-            const source = await sourceWorkload();
+            const source = await sourceWorkload(conn.socket);
             if (source === undefined) {
               conn.reply(ReplyCode.GENERAL_FAILURE);
               return;
