@@ -1,8 +1,10 @@
 /**
  * The ztunnel benchmark the issue asks for (not a test): the same traffic
- * three ways — direct to the app, through a C mTLS tunnel pair (HAProxy, TCP
- * mode, TLS 1.3 both sides), and through two ztunnels (SOCKS5 → HBONE →
- * app) — reporting single-stream throughput, p50/p90/p99 latency of 1 KB
+ * four ways — direct to the app, through a C mTLS tunnel pair (HAProxy, TCP
+ * mode, TLS 1.3 both sides), through the Node.js floor (the same mTLS relay
+ * pair written with node:tls alone, run like ztunnel: what any Node proxy pays
+ * before doing HBONE; see tls-relay.ts), and through two ztunnels (SOCKS5 →
+ * HBONE → app) — reporting single-stream throughput, p50/p90/p99 latency of 1 KB
  * HTTP/1.1 at a fixed 1000 rps over 4 keep-alive connections with the latency
  * added over direct, and CPU (vCPU per 1000 rps) and RSS of every proxy
  * process, with ratios against HAProxy and the issue's targets.
@@ -15,7 +17,7 @@
  *
  * Knobs (env): BENCH_ROUNDS (2), BENCH_RPS (1000), BENCH_CONNECTIONS (4),
  * BENCH_DURATION_S (20), BENCH_WARMUP_S (3), BENCH_STREAM_MB (1024),
- * BENCH_STREAM_S (15), BENCH_PATHS (direct,haproxy,ztunnel), BENCH_PHASES
+ * BENCH_STREAM_S (15), BENCH_PATHS (direct,haproxy,node-tls,ztunnel), BENCH_PHASES
  * (stream,rate: `rate` alone measures RSS without a bulk transfer before it, or
  * profiles only the 1000 rps load), BENCH_JSON (write
  * the raw samples there), BENCH_KEEP=1 (keep the temp dir with logs),
@@ -24,7 +26,8 @@
  * default: the image's flags, see SHIPPED_NODE_ARGS; set it to e.g.
  * `--max-semi-space-size=2 --cpu-prof --cpu-prof-dir=/tmp/prof` to profile),
  * BENCH_ZTUNNEL_ENV (comma-separated NAME=value pairs added to the ztunnels'
- * environment; default: the image's, see SHIPPED_ENV), BENCH_ZTUNNEL_BIN (the
+ * environment; default: the image's, see SHIPPED_ENV; the node flags and
+ * environment knobs apply to the Node.js floor's processes too), BENCH_ZTUNNEL_BIN (the
  * ztunnel entry script, e.g. to compare two builds; default: dist/bin/ztunnel.js
  * bundled and minified into dist/bench/ztunnel.bundle.mjs exactly as the image
  * does; BENCH_ZTUNNEL_BIN=dist/bin/ztunnel.js runs the unbundled modules).
@@ -39,6 +42,7 @@ import { dirname, join, relative } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { socks5Connect, tcpConnect, type Dialer } from './connect.js';
 import { haproxyVersion, startHaproxyPair } from './haproxy.js';
+import { startNodeTlsPair } from './node-tls-pair.js';
 import { pushStream, runFixedRate, type RateResult, type StreamResult } from './load.js';
 import { httpText, startMesh, startZtunnelProcess, type WorkloadRef } from './mesh.js';
 import { assertAlive, canConnect, ProcessMeter, rssBytes, spawnChild, stopAll, stopChild, waitUntil, type Child } from './processes.js';
@@ -48,13 +52,16 @@ const CLIENT: WorkloadRef = { name: 'client-0', namespace: 'bench', serviceAccou
 const SERVER: WorkloadRef = { name: 'server-0', namespace: 'bench', serviceAccount: 'server', ip: '127.0.20.2' };
 const HAPROXY_CLIENT_IP = '127.0.20.3';
 const HAPROXY_SERVER_IP = '127.0.20.4';
+const NODE_TLS_CLIENT_IP = '127.0.20.5';
+const NODE_TLS_SERVER_IP = '127.0.20.6';
 const VIP = '127.0.21.1';
 const HTTP_PORT = 8080;
 const SINK_PORT = 9000;
 const PORT_OF = { http: HTTP_PORT, sink: SINK_PORT } as const;
 const MB = 1e6;
 
-type PathName = 'direct' | 'haproxy' | 'ztunnel';
+type PathName = 'direct' | 'haproxy' | 'node-tls' | 'ztunnel';
+const PATH_NAMES: readonly PathName[] = ['direct', 'haproxy', 'node-tls', 'ztunnel'];
 interface PathUnderTest {
   readonly name: PathName;
   readonly label: string;
@@ -70,6 +77,10 @@ interface ProxyFigures {
   readonly cpuSeconds: number;
   readonly vcpu: number;
   readonly maxRssBytes: number;
+  readonly anonAtMaxBytes: number;
+  readonly fileAtMaxBytes: number;
+  readonly readCalls: number;
+  readonly writeCalls: number;
 }
 interface RateSample {
   readonly path: PathName;
@@ -103,7 +114,7 @@ const opts = {
   streamMB: intEnv('BENCH_STREAM_MB', 1024, 1, 16_384),
   streamS: intEnv('BENCH_STREAM_S', 15, 1, 300),
   phases: (process.env['BENCH_PHASES'] ?? 'stream,rate').split(',').map((s) => s.trim()).filter((s) => s !== ''),
-  paths: (process.env['BENCH_PATHS'] ?? 'direct,haproxy,ztunnel').split(',').map((s) => s.trim()).filter((s) => s !== ''),
+  paths: (process.env['BENCH_PATHS'] ?? PATH_NAMES.join(',')).split(',').map((s) => s.trim()).filter((s) => s !== ''),
 };
 
 const here = dirname(fileURLToPath(import.meta.url));
@@ -147,7 +158,7 @@ function log(msg: string): void {
 }
 
 async function main(): Promise<number> {
-  for (const p of opts.paths) if (!['direct', 'haproxy', 'ztunnel'].includes(p)) throw new Error(`BENCH_PATHS: unknown path "${p}"`);
+  for (const p of opts.paths) if (!(PATH_NAMES as readonly string[]).includes(p)) throw new Error(`BENCH_PATHS: unknown path "${p}" (expected some of ${PATH_NAMES.join(', ')})`);
   for (const p of opts.phases) if (!['stream', 'rate'].includes(p)) throw new Error(`BENCH_PHASES: unknown phase "${p}"`);
   if (opts.paths.includes('ztunnel') && ZTUNNEL_BIN === ZTUNNEL_BUNDLE) {
     if (!existsSync(ZTUNNEL_ENTRY)) throw new Error(`${ZTUNNEL_ENTRY} is missing: build first (npx turbo run build)`);
@@ -161,7 +172,7 @@ async function main(): Promise<number> {
   if (opts.paths.includes('ztunnel') && !existsSync(ZTUNNEL_BIN)) throw new Error(`${ZTUNNEL_BIN} is missing: build first (npx turbo run build)`);
   const haproxy = haproxyVersion();
   if (opts.paths.includes('haproxy') && haproxy === undefined) throw new Error('haproxy is not installed: apt-get install -y haproxy (or BENCH_PATHS=direct,ztunnel)');
-  for (const ip of [CLIENT.ip, SERVER.ip, HAPROXY_CLIENT_IP, HAPROXY_SERVER_IP]) {
+  for (const ip of [CLIENT.ip, SERVER.ip, HAPROXY_CLIENT_IP, HAPROXY_SERVER_IP, NODE_TLS_CLIENT_IP, NODE_TLS_SERVER_IP]) {
     for (const port of [HTTP_PORT, SINK_PORT, 15008, 15080]) {
       if (await canConnect(ip, port)) throw new Error(`${ip}:${port} is already in use (another benchmark running?)`);
     }
@@ -201,20 +212,38 @@ async function main(): Promise<number> {
     paths.push({ name: 'haproxy', label: 'HAProxy pair (TLS 1.3)', dial: (p) => tcpConnect({ ip: HAPROXY_CLIENT_IP, port: PORT_OF[p] }, CLIENT.ip), proxies: [pair.client, pair.server] });
   }
 
+  // The ztunnels and the Node.js floor run with the image's node flags and environment (or the knobs').
+  const nodeOptions = process.env['BENCH_ZTUNNEL_NODE_OPTIONS'];
+  const extraEnv: NodeJS.ProcessEnv = nodeOptions === undefined || nodeOptions === '' ? {} : { NODE_OPTIONS: nodeOptions };
+  const envPairs = process.env['BENCH_ZTUNNEL_ENV'] ?? SHIPPED_ENV;
+  for (const pair of envPairs.split(',').map((s) => s.trim()).filter((s) => s !== '')) {
+    const eq = pair.indexOf('=');
+    if (eq < 1) throw new Error(`BENCH_ZTUNNEL_ENV: expected NAME=value, got "${pair}"`);
+    extraEnv[pair.slice(0, eq)] = pair.slice(eq + 1);
+  }
+  const nodeArgs = (process.env['BENCH_ZTUNNEL_NODE_ARGS'] ?? SHIPPED_NODE_ARGS).split(' ').filter((a) => a !== '');
+
+  if (opts.paths.includes('node-tls')) {
+    log('starting the Node.js floor (node:tls relay pair, own processes)');
+    const pair = await startNodeTlsPair({
+      dir,
+      clientIp: NODE_TLS_CLIENT_IP,
+      serverIp: NODE_TLS_SERVER_IP,
+      appIp: SERVER.ip,
+      ports: [HTTP_PORT, SINK_PORT],
+      clientCert: await mesh.certificate(CLIENT.namespace, CLIENT.serviceAccount),
+      serverCert: await mesh.certificate(SERVER.namespace, SERVER.serviceAccount),
+      nodeArgs,
+      env: extraEnv,
+    });
+    paths.push({ name: 'node-tls', label: 'Node.js floor (node:tls pair)', dial: (p) => tcpConnect({ ip: NODE_TLS_CLIENT_IP, port: PORT_OF[p] }, CLIENT.ip), proxies: [pair.client, pair.server] });
+  }
+
   let ztunnels: { client: Child; server: Child } | undefined;
   if (opts.paths.includes('ztunnel')) {
     log('starting the two ztunnels (own processes)');
-    const nodeOptions = process.env['BENCH_ZTUNNEL_NODE_OPTIONS'];
-    const extraEnv: NodeJS.ProcessEnv = nodeOptions === undefined || nodeOptions === '' ? {} : { NODE_OPTIONS: nodeOptions };
-    const envPairs = process.env['BENCH_ZTUNNEL_ENV'] ?? SHIPPED_ENV;
-    for (const pair of envPairs.split(',').map((s) => s.trim()).filter((s) => s !== '')) {
-      const eq = pair.indexOf('=');
-      if (eq < 1) throw new Error(`BENCH_ZTUNNEL_ENV: expected NAME=value, got "${pair}"`);
-      extraEnv[pair.slice(0, eq)] = pair.slice(eq + 1);
-    }
     if (envPairs) console.log(`ztunnel processes get ${envPairs} in their environment`);
     if (nodeOptions) console.log(`ztunnel processes run with NODE_OPTIONS=${nodeOptions}`);
-    const nodeArgs = (process.env['BENCH_ZTUNNEL_NODE_ARGS'] ?? SHIPPED_NODE_ARGS).split(' ').filter((a) => a !== '');
     console.log(`ztunnel processes run as node ${nodeArgs.join(' ')} ${ZTUNNEL_BIN}`);
     const server = await startZtunnelProcess(mesh, SERVER, { bin: ZTUNNEL_BIN, dir, extraEnv, nodeArgs });
     const client = await startZtunnelProcess(mesh, CLIENT, { bin: ZTUNNEL_BIN, dir, extraEnv, nodeArgs });
@@ -237,7 +266,16 @@ async function main(): Promise<number> {
   const figures = (p: PathUnderTest, m: ReturnType<ProcessMeter['stop']>): ProxyFigures[] =>
     p.proxies.map((c, i) => {
       const f = m.perProcess[i];
-      return { name: c.name, cpuSeconds: f?.cpuSeconds ?? NaN, vcpu: f?.vcpu ?? NaN, maxRssBytes: f?.maxRssBytes ?? NaN };
+      return {
+        name: c.name,
+        cpuSeconds: f?.cpuSeconds ?? NaN,
+        vcpu: f?.vcpu ?? NaN,
+        maxRssBytes: f?.maxRssBytes ?? NaN,
+        anonAtMaxBytes: f?.anonAtMaxBytes ?? NaN,
+        fileAtMaxBytes: f?.fileAtMaxBytes ?? NaN,
+        readCalls: f?.readCalls ?? NaN,
+        writeCalls: f?.writeCalls ?? NaN,
+      };
     });
   // Alternate the order each round so no path always runs first (warmer machine, page cache).
   const ordered = (round: number) => (round % 2 === 0 ? paths : [...paths].reverse());
@@ -356,14 +394,21 @@ function printReport(paths: readonly PathUnderTest[], streams: readonly StreamSa
     }));
   const perK = (x: RateSample, pf: ProxyFigures) => (pf.vcpu * 1000) / x.rate.achievedRps;
   const haveHaproxy = paths.some((p) => p.name === 'haproxy');
+  const haveFloor = paths.some((p) => p.name === 'node-tls');
+  const isProxy = (p: PathUnderTest) => p.name !== 'direct';
 
   console.log(`\n## Single-stream throughput (one TCP connection, up to ${opts.streamMB} MB; median of ${opts.rounds})\n`);
   console.log(table(
-    ['path', 'MB/s', 'Gbit/s', 'runs MB/s', 'CPU s per GB (client / server proxy)', 'vs HAProxy'],
+    ['path', 'MB/s', 'Gbit/s', 'runs MB/s', 'CPU s per GB (client / server proxy)', 'read() / write() calls per MB (client; server)', 'vs HAProxy', 'vs Node.js floor'],
     paths.map((p) => {
       const s = by(streams, p.name);
       const cpuPerGB = p.proxies.map((_, i) => fmt(proxyMedian(s, i, (x, pf) => pf.cpuSeconds / (x.stream.bytes / 1e9)), 2)).join(' / ');
-      return [p.label, fmt(mbps(p.name), 0), fmt((mbps(p.name) * 8) / 1000, 2), runs(s.map((x) => x.stream.megabytesPerSecond), 0), cpuPerGB || '-', haveHaproxy && p.name !== 'direct' ? ratio(mbps(p.name), mbps('haproxy')) : '-'];
+      // /proc/<pid>/io counts the read/write family only: HAProxy's recv/send show as none.
+      const callsPerMB = p.proxies.map((_, i) => (['readCalls', 'writeCalls'] as const)
+        .map((k) => proxyMedian(s, i, (x, pf) => pf[k] / (x.stream.bytes / MB)))
+        .map((v) => (v > 0 ? fmt(v, 1) : 'n/a')).join(' / ')).join('; ');
+      return [p.label, fmt(mbps(p.name), 0), fmt((mbps(p.name) * 8) / 1000, 2), runs(s.map((x) => x.stream.megabytesPerSecond), 0), cpuPerGB || '-', callsPerMB || '-',
+        haveHaproxy && isProxy(p) ? ratio(mbps(p.name), mbps('haproxy')) : '-', haveFloor && isProxy(p) ? ratio(mbps(p.name), mbps('node-tls')) : '-'];
     }),
   ));
 
@@ -378,23 +423,33 @@ function printReport(paths: readonly PathUnderTest[], streams: readonly StreamSa
     }),
   ));
 
-  console.log(`\n## Proxy cost at ${opts.rps} rps (per process; vCPU = CPU seconds per second, normalised to 1000 rps; RSS = max sampled each second)\n`);
+  console.log(`\n## Proxy cost at ${opts.rps} rps (per process; vCPU = CPU seconds per second, normalised to 1000 rps; RSS = max sampled each second, ` +
+    'split into private anonymous memory and file-backed pages, mostly the mapped node or haproxy binary)\n');
   const rows: string[][] = [];
   for (const p of paths) {
     const r = by(rates, p.name);
     p.proxies.forEach((c, i) => {
       const vcpu = proxyMedian(r, i, perK);
       const rss = proxyMedian(r, i, (_, pf) => pf.maxRssBytes / MB);
-      const h = by(rates, 'haproxy');
+      const anon = proxyMedian(r, i, (_, pf) => pf.anonAtMaxBytes / MB);
+      const file = proxyMedian(r, i, (_, pf) => pf.fileAtMaxBytes / MB);
       const delay = median(r.map((x) => x.loopDelay?.[i]?.p99Ms ?? NaN));
       const delayMax = median(r.map((x) => x.loopDelay?.[i]?.maxMs ?? NaN));
+      const against = (other: PathName, have: boolean): [string, string] => {
+        if (!have || p.name !== 'ztunnel') return ['-', '-'];
+        const o = by(rates, other);
+        return [ratio(vcpu, proxyMedian(o, i, perK)), ratio(rss, proxyMedian(o, i, (_, pf) => pf.maxRssBytes / MB))];
+      };
+      const [cpuVsHaproxy, rssVsHaproxy] = against('haproxy', haveHaproxy);
+      const [cpuVsFloor, rssVsFloor] = against('node-tls', haveFloor);
       rows.push([p.label, c.name, fmt(vcpu, 4), runs(r.map((x) => (x.proxies[i] === undefined ? NaN : perK(x, x.proxies[i]))), 4), fmt(rss, 1),
+        `${fmt(anon, 1)} / ${fmt(file, 1)}`,
         Number.isFinite(delay) ? `${fmt(delay, 1)} / ${fmt(delayMax, 1)}` : '-',
-        haveHaproxy && p.name === 'ztunnel' ? ratio(vcpu, proxyMedian(h, i, perK)) : '-',
-        haveHaproxy && p.name === 'ztunnel' ? ratio(rss, proxyMedian(h, i, (_, pf) => pf.maxRssBytes / MB)) : '-']);
+        cpuVsHaproxy, rssVsHaproxy, cpuVsFloor, rssVsFloor]);
     });
   }
-  console.log(table(['path', 'process', 'vCPU per 1000 rps', 'runs', 'RSS MB', 'loop delay p99 / max ms (10 = none)', 'CPU vs HAProxy', 'RSS vs HAProxy'], rows));
+  console.log(table(['path', 'process', 'vCPU per 1000 rps', 'runs', 'RSS MB', 'anon / file MB', 'loop delay p99 / max ms (10 = none)',
+    'CPU vs HAProxy', 'RSS vs HAProxy', 'CPU vs Node.js floor', 'RSS vs Node.js floor'], rows));
 
   if (paths.some((p) => p.name === 'ztunnel')) {
     const z = by(rates, 'ztunnel');

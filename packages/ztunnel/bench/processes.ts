@@ -146,34 +146,70 @@ export function cpuSeconds(pid: number): number {
 
 /** Resident set size in bytes (VmRSS), from /proc/<pid>/status. */
 export function rssBytes(pid: number): number {
+  return memoryBytes(pid).rss;
+}
+
+/**
+ * Resident memory in bytes from /proc/<pid>/status: all of it (VmRSS), the
+ * private anonymous part (RssAnon: heaps, stacks, buffers; what the process
+ * itself allocated) and the file-backed part (RssFile: mapped executable and
+ * libraries, clean pages the kernel can drop and re-read).
+ */
+export function memoryBytes(pid: number): { rss: number; anon: number; file: number } {
   const status = readFileSync(`/proc/${pid}/status`, 'utf8');
-  const m = /^VmRSS:\s+(\d+) kB$/m.exec(status);
-  return m?.[1] === undefined ? NaN : Number(m[1]) * 1024;
+  const kb = (name: string) => {
+    const m = new RegExp(`^${name}:\\s+(\\d+) kB$`, 'm').exec(status);
+    return m?.[1] === undefined ? NaN : Number(m[1]) * 1024;
+  };
+  return { rss: kb('VmRSS'), anon: kb('RssAnon'), file: kb('RssFile') };
+}
+
+/** Read and write system calls so far (syscr, syscw from /proc/<pid>/io: read/recv and write/send families). */
+export function syscallCounts(pid: number): { reads: number; writes: number } {
+  const io = readFileSync(`/proc/${pid}/io`, 'utf8');
+  const n = (name: string) => Number(new RegExp(`^${name}: (\\d+)$`, 'm').exec(io)?.[1] ?? NaN);
+  return { reads: n('syscr'), writes: n('syscw') };
+}
+
+export interface ProcessFigures {
+  readonly cpuSeconds: number;
+  /** Read and write system calls over the window. */
+  readonly readCalls: number;
+  readonly writeCalls: number;
+  readonly vcpu: number;
+  /** The largest RSS sampled, with its anonymous and file-backed parts at that sample. */
+  readonly maxRssBytes: number;
+  readonly anonAtMaxBytes: number;
+  readonly fileAtMaxBytes: number;
+  readonly rssBytes: number;
 }
 
 /** CPU and RSS of a set of processes over a window: CPU from start to stop, RSS sampled every `sampleMs` (max and last). */
 export class ProcessMeter {
   readonly #pids: readonly number[];
   readonly #cpu0: number[];
-  readonly #maxRss: number[];
+  readonly #io0: Array<{ reads: number; writes: number }>;
+  readonly #max: Array<{ rss: number; anon: number; file: number }>;
   readonly #timer: NodeJS.Timeout;
   readonly #start = performance.now();
 
   constructor(pids: readonly number[], sampleMs = 1_000) {
     this.#pids = pids;
     this.#cpu0 = pids.map((pid) => safe(() => cpuSeconds(pid)));
-    this.#maxRss = pids.map((pid) => safe(() => rssBytes(pid)));
+    this.#io0 = pids.map((pid) => safeIo(pid));
+    this.#max = pids.map((pid) => safeMemory(pid));
     this.#timer = setInterval(() => this.#sample(), sampleMs);
   }
 
   #sample(): void {
     this.#pids.forEach((pid, i) => {
-      const rss = safe(() => rssBytes(pid));
-      this.#maxRss[i] = Math.max(this.#maxRss[i] ?? 0, rss);
+      const m = safeMemory(pid);
+      const max = this.#max[i];
+      if (max === undefined || !(max.rss >= m.rss)) this.#max[i] = m;
     });
   }
 
-  stop(): { seconds: number; perProcess: Array<{ cpuSeconds: number; vcpu: number; maxRssBytes: number; rssBytes: number }> } {
+  stop(): { seconds: number; perProcess: ProcessFigures[] } {
     clearInterval(this.#timer);
     const seconds = (performance.now() - this.#start) / 1000;
     this.#sample();
@@ -181,9 +217,36 @@ export class ProcessMeter {
       seconds,
       perProcess: this.#pids.map((pid, i) => {
         const cpu = safe(() => cpuSeconds(pid)) - (this.#cpu0[i] ?? 0);
-        return { cpuSeconds: cpu, vcpu: cpu / seconds, maxRssBytes: this.#maxRss[i] ?? NaN, rssBytes: safe(() => rssBytes(pid)) };
+        const max = this.#max[i];
+        const io = safeIo(pid);
+        return {
+          cpuSeconds: cpu,
+          readCalls: io.reads - (this.#io0[i]?.reads ?? NaN),
+          writeCalls: io.writes - (this.#io0[i]?.writes ?? NaN),
+          vcpu: cpu / seconds,
+          maxRssBytes: max?.rss ?? NaN,
+          anonAtMaxBytes: max?.anon ?? NaN,
+          fileAtMaxBytes: max?.file ?? NaN,
+          rssBytes: safe(() => rssBytes(pid)),
+        };
       }),
     };
+  }
+}
+
+function safeIo(pid: number): { reads: number; writes: number } {
+  try {
+    return syscallCounts(pid);
+  } catch {
+    return { reads: NaN, writes: NaN };
+  }
+}
+
+function safeMemory(pid: number): { rss: number; anon: number; file: number } {
+  try {
+    return memoryBytes(pid);
+  } catch {
+    return { rss: NaN, anon: NaN, file: NaN };
   }
 }
 

@@ -8,7 +8,7 @@ import type { Server, Socket } from 'node:net';
 import { afterEach, beforeAll, describe, expect, it } from 'vitest';
 import { NativeError, type Native } from '../src/platform/native.js';
 import { netnsSocketFactory } from '../src/platform/netns-sockets.js';
-import type { SocketFactory } from '../src/platform/sockets.js';
+import { SOCKET_HIGH_WATER_MARK, type SocketFactory } from '../src/platform/sockets.js';
 import {
   Cleanup,
   closeServer,
@@ -72,7 +72,9 @@ describe('netnsSocketFactory', () => {
   it('serves a listener from the namespace and connects into it, carrying data both ways', async () => {
     const ns = netns('factory');
     const factory = netnsSocketFactory({ native, netns: ns.fd, mark: 1337, reusePort: true });
+    const acceptedBuffers: number[] = [];
     const server = await listen(factory, '127.0.0.1', 15006, (s) => {
+      acceptedBuffers.push(s.writableHighWaterMark, s.readableHighWaterMark);
       let got = '';
       s.on('data', (d: Buffer) => {
         got += d.toString();
@@ -89,6 +91,8 @@ describe('netnsSocketFactory', () => {
     expect(client.remotePort).toBe(15006);
     expect(await readUntil(client, 'hello from the server to 127.0.0.1')).toBe('hello from the server to 127.0.0.1');
     await new Promise<void>((resolve) => client.once('close', () => resolve()));
+    // The same stream buffers as the plain factory's sockets (write coalescing relies on them).
+    expect([client.writableHighWaterMark, client.readableHighWaterMark, ...acceptedBuffers]).toEqual(Array(4).fill(SOCKET_HIGH_WATER_MARK));
   });
 
   it('binds the local address when asked, also without transparency on a local address', async () => {

@@ -7,7 +7,7 @@
 import { createHash, randomBytes } from 'node:crypto';
 import { connect as h2Connect, createServer as createH2Server, type ClientHttp2Session, type ClientHttp2Stream, type Http2Server, type ServerHttp2Stream } from 'node:http2';
 import type { AddressInfo, Socket } from 'node:net';
-import { addAbortSignal, type Duplex } from 'node:stream';
+import { addAbortSignal, PassThrough, type Duplex } from 'node:stream';
 import { afterEach, describe, expect, it } from 'vitest';
 import { ManualClock } from '@ambient/control/testing';
 import { connectTcp, eventually, openTcpSockets, startTcpServer, type TcpServer } from '../../test/support/net-fixtures.js';
@@ -222,6 +222,37 @@ describe('proxyBidirectional over TCP', () => {
     expect(maxWritable).toBeLessThanOrEqual(bound);
     expect(maxReadable).toBeLessThanOrEqual(bound);
   }, 60_000);
+
+  it('coalesces what one event-loop turn hands a TCP socket into one writev, in order, and flushes it before a half-close', async () => {
+    const { app, a } = await tcpLegs();
+    // Stands in for an HTTP/2 stream delivering one TLS read as several DATA pieces.
+    const source = new PassThrough();
+    const copying = proxyBidirectional(a, source);
+    const systemWrites: number[] = [];
+    const socket = a as Socket & { _writev(chunks: unknown[], cb: unknown): void; _write(chunk: unknown, enc: unknown, cb: unknown): void };
+    const writev = socket._writev.bind(socket);
+    const write = socket._write.bind(socket);
+    socket._writev = (chunks, cb) => {
+      systemWrites.push(chunks.length);
+      writev(chunks, cb);
+    };
+    socket._write = (chunk, enc, cb) => {
+      systemWrites.push(1);
+      write(chunk, enc, cb);
+    };
+    const received = readAll(app);
+    // Under the socket's 16 KiB high-water mark, so back-pressure does not split the batch.
+    const pieces = [randomBytes(8000), randomBytes(9), randomBytes(7000), randomBytes(18)];
+    for (const p of pieces) source.write(p);
+    await eventually(() => systemWrites.length > 0, 'the turn ended and its writes went out');
+    expect(systemWrites).toEqual([4]);
+    const later = randomBytes(100);
+    source.end(later);
+    expect(await received).toEqual(Buffer.concat([...pieces, later]));
+    expect(systemWrites).toEqual([4, 1]);
+    app.end();
+    expect(await copying).toMatchObject({ sent: 8000 + 9 + 7000 + 18 + 100, received: 0 });
+  });
 
   it('a peer aborted mid-stream leaks no socket and no listener', async () => {
     const baseline = openTcpSockets();

@@ -30,6 +30,14 @@
  *   to 64 KiB, HTTP/2 DATA frames up to the frame size) and they are written
  *   through without copying, so ztunnel's adaptive 1 KiB → 16 KiB → 256 KiB
  *   buffer resizing has no equivalent here: there is no copy buffer to size.
+ * - Write coalescing into TCP sockets: the chunks one event-loop turn hands a
+ *   socket are written with one writev at the end of that turn (cork, then
+ *   uncork from setImmediate, which runs right after the I/O callbacks of the
+ *   same turn). An HTTP/2 stream delivers DATA in pieces cut at TLS record
+ *   boundaries (a 16 KiB frame never fits one 16 KiB record, so every frame
+ *   arrives as a large piece and a few bytes); writing each piece on its own
+ *   cost two system calls per 16 KiB. HTTP/2 destinations batch by themselves
+ *   (nghttp2 frames everything queued in one turn).
  *
  * Invariants:
  * - the returned promise settles exactly once, after both streams have emitted
@@ -111,6 +119,10 @@ interface Side {
   /** It closed before the other side ended: nothing more can be written to it, the direction into it is over. */
   writeDead: boolean;
   closed: boolean;
+  /** A TCP socket: writes into it are coalesced per event-loop turn. */
+  readonly coalesce: boolean;
+  /** Corked until the scheduled uncork runs. */
+  corked: boolean;
   readonly listeners: Array<[string, (...args: never[]) => void]>;
 }
 
@@ -178,6 +190,11 @@ class BidirectionalCopy {
       if (direction === 'received') this.#received += n;
       else this.#sent += n;
       this.#options.onBytes?.(direction, n);
+      if (dst.coalesce && !dst.corked) {
+        dst.corked = true;
+        dst.stream.cork();
+        setImmediate(uncork, dst);
+      }
       if (!dst.stream.write(chunk)) src.stream.pause();
     });
     // `src` drained as a destination: let its source (dst) flow again.
@@ -287,7 +304,13 @@ class BidirectionalCopy {
 }
 
 function newSide(name: 'a' | 'b', stream: Duplex): Side {
-  return { name, stream, readEnded: false, writeFinished: false, writeDead: false, closed: false, listeners: [] };
+  return { name, stream, readEnded: false, writeFinished: false, writeDead: false, closed: false, coalesce: stream instanceof Socket, corked: false, listeners: [] };
+}
+
+/** Flushes what a turn wrote into a coalescing side (end() and destroy() need no uncork: end flushes, destroy discards). */
+function uncork(side: Side): void {
+  side.corked = false;
+  if (!side.stream.destroyed && side.stream.writableCorked > 0) side.stream.uncork();
 }
 
 function isClosed(stream: Duplex): boolean {

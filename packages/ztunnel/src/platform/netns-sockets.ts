@@ -19,10 +19,12 @@ import { createServer, isIPv6, Socket, type Server } from 'node:net';
 import type { Native, NativeError } from './native.js';
 import {
   localAddressAsOriginalDestination,
+  SOCKET_HIGH_WATER_MARK,
   type ConnectOptions,
   type ListenOptions,
   type OriginalDestination,
   type SocketFactory,
+  type StreamBufferOptions,
   type UdpOptions,
 } from './sockets.js';
 
@@ -47,7 +49,7 @@ export interface NetnsSocketFactoryOptions {
 }
 
 /** Node's `manualStart` socket option (see the header comment); not in @types/node. */
-type FdSocketOptions = ConstructorParameters<typeof Socket>[0] & { manualStart: boolean };
+type FdSocketOptions = ConstructorParameters<typeof Socket>[0] & { manualStart: boolean } & StreamBufferOptions;
 
 export function netnsSocketFactory(o: NetnsSocketFactoryOptions): SocketFactory {
   const { native } = o;
@@ -95,7 +97,7 @@ export function netnsSocketFactory(o: NetnsSocketFactoryOptions): SocketFactory 
           reject(err as Error);
           return;
         }
-        const server = createServer({ noDelay: true, pauseOnConnect: options.pauseOnConnect === true }, onConnection);
+        const server = createServer({ noDelay: true, pauseOnConnect: options.pauseOnConnect === true, highWaterMark: SOCKET_HIGH_WATER_MARK }, onConnection);
         const onError = (err: Error) => {
           server.close();
           reject(err);
@@ -131,7 +133,7 @@ export function netnsSocketFactory(o: NetnsSocketFactoryOptions): SocketFactory 
       }
       let socket: Socket;
       try {
-        const fdOptions: FdSocketOptions = { fd, manualStart: true, allowHalfOpen: false };
+        const fdOptions: FdSocketOptions = { fd, manualStart: true, allowHalfOpen: false, highWaterMark: SOCKET_HIGH_WATER_MARK };
         socket = new Socket(fdOptions);
       } catch (err) {
         native.closeFd(fd);

@@ -1,0 +1,27 @@
+import { once } from 'node:events';
+import type { AddressInfo, Socket } from 'node:net';
+import { afterEach, describe, expect, it } from 'vitest';
+import { nodeSocketFactory, SOCKET_HIGH_WATER_MARK } from './sockets.js';
+
+const cleanups: Array<() => unknown> = [];
+afterEach(async () => {
+  for (const fn of cleanups.splice(0).reverse()) await fn();
+});
+
+describe('nodeSocketFactory', () => {
+  it('gives accepted and outgoing sockets 64 KiB stream buffers', async () => {
+    const accepted: Socket[] = [];
+    const server = await nodeSocketFactory.listen({ host: '127.0.0.1', port: 0 }, (s) => accepted.push(s));
+    cleanups.push(() => new Promise((resolve) => server.close(resolve)));
+    const out = nodeSocketFactory.connect({ ip: '127.0.0.1', port: (server.address() as AddressInfo).port });
+    cleanups.push(() => out.destroy());
+    await once(out, 'connect');
+    while (accepted.length === 0) await new Promise((resolve) => setImmediate(resolve));
+    cleanups.push(() => accepted[0]?.destroy());
+    expect(SOCKET_HIGH_WATER_MARK).toBe(64 * 1024);
+    for (const s of [out, accepted[0] as Socket]) {
+      expect(s.writableHighWaterMark).toBe(SOCKET_HIGH_WATER_MARK);
+      expect(s.readableHighWaterMark).toBe(SOCKET_HIGH_WATER_MARK);
+    }
+  });
+});
