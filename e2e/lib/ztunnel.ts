@@ -17,6 +17,7 @@
  */
 import { existsSync } from 'node:fs';
 import { join } from 'node:path';
+import { ZTUNNEL_NODE_ENV, ZTUNNEL_NODE_FLAGS } from '@ambient/ztunnel/node-flags';
 import { CONTROL_PLANE_PORT, REPO_ROOT, type ControlPlaneProcess } from './control-plane.js';
 import { httpGet } from './netns-sockets.js';
 import { NetnsProcess } from './processes.js';
@@ -88,9 +89,9 @@ export class ZtunnelProcess {
     const proc = new NetnsProcess({
       name,
       netns: o.pod.netns.name,
-      args: ['--max-semi-space-size=1', ZTUNNEL_BIN],
+      args: [...ZTUNNEL_NODE_FLAGS, ZTUNNEL_BIN],
       env: {
-        MALLOC_ARENA_MAX: '2',
+        ...ZTUNNEL_NODE_ENV,
         PROXY_MODE: 'dedicated',
         PROXY_WORKLOAD_INFO: `${namespace}/${podName}/${serviceAccount}`,
         PACKET_MARK: '1337',
@@ -125,9 +126,9 @@ export class ZtunnelProcess {
     const proc = new NetnsProcess({
       name,
       netns: o.node.netns.name,
-      args: ['--max-semi-space-size=1', ZTUNNEL_BIN],
+      args: [...ZTUNNEL_NODE_FLAGS, ZTUNNEL_BIN],
       env: {
-        MALLOC_ARENA_MAX: '2',
+        ...ZTUNNEL_NODE_ENV,
         PROXY_MODE: 'shared',
         INPOD_UDS: o.udsPath,
         NODE_NAME: o.node.name,

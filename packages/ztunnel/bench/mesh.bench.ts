@@ -123,9 +123,15 @@ const ZTUNNEL_ENTRY = join(packageRoot, 'dist', 'bin', 'ztunnel.js');
 /** Beside dist/bin (two levels under the package root), so the native addon is found as from dist/bin. */
 const ZTUNNEL_BUNDLE = join(packageRoot, 'dist', 'bench', 'ztunnel.bundle.mjs');
 const ZTUNNEL_BIN = process.env['BENCH_ZTUNNEL_BIN'] || ZTUNNEL_BUNDLE;
-/** The node flags and environment deploy/ztunnel/Dockerfile runs ztunnel with (keep in sync). */
-const SHIPPED_NODE_ARGS = '--max-semi-space-size=1';
-const SHIPPED_ENV = 'MALLOC_ARENA_MAX=2';
+/**
+ * The node flags and environment the image runs ztunnel with, read from
+ * deploy/ztunnel/Dockerfile (its ENTRYPOINT and ENV lines; src/bin/node-flags.ts
+ * holds the same for the other launchers, and a test keeps the two equal).
+ */
+const DOCKERFILE = readFileSync(join(packageRoot, '..', '..', 'deploy', 'ztunnel', 'Dockerfile'), 'utf8').split('\n');
+const SHIPPED_NODE_ARGS = (JSON.parse(DOCKERFILE.find((l) => l.startsWith('ENTRYPOINT '))?.slice('ENTRYPOINT '.length) ?? '[]') as string[])
+  .filter((a) => a.startsWith('--')).join(' ');
+const SHIPPED_ENV = DOCKERFILE.filter((l) => l.startsWith('ENV ')).map((l) => l.slice('ENV '.length).trim()).join(',');
 const APP_BIN = join(here, 'app-server.js');
 
 let cleanupStarted: Promise<void> | undefined;

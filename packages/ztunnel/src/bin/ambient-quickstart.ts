@@ -16,6 +16,7 @@ import { request as httpRequest, createServer } from 'node:http';
 import { connect, type Socket } from 'node:net';
 import { dirname, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
+import { ZTUNNEL_NODE_ENV, ZTUNNEL_NODE_FLAGS } from './node-flags.js';
 
 const here = dirname(fileURLToPath(import.meta.url));
 const repo = resolve(here, '../../../..');
@@ -51,9 +52,9 @@ function start(name: string, args: string[], env: NodeJS.ProcessEnv, tint: numbe
 }
 
 function ztunnel(w: typeof CLIENT, tint: number): ChildProcess {
-  // The same V8/malloc settings as the image (deploy/ztunnel/Dockerfile).
-  return start(`ztunnel ${w.name}`, ['--max-semi-space-size=1', ztunnelBin], {
-    MALLOC_ARENA_MAX: '2',
+  // The same node flags and malloc settings as the image.
+  return start(`ztunnel ${w.name}`, [...ZTUNNEL_NODE_FLAGS, ztunnelBin], {
+    ...ZTUNNEL_NODE_ENV,
     XDS_ADDRESS: 'https://localhost:15012',
     CA_ADDRESS: 'https://localhost:15012',
     XDS_ROOT_CA: rootCert,
