@@ -409,10 +409,10 @@ function printReport(paths: readonly PathUnderTest[], streams: readonly StreamSa
     paths.map((p) => {
       const s = by(streams, p.name);
       const cpuPerGB = p.proxies.map((_, i) => fmt(proxyMedian(s, i, (x, pf) => pf.cpuSeconds / (x.stream.bytes / 1e9)), 2)).join(' / ');
-      // /proc/<pid>/io counts the read/write family only: HAProxy's recv/send show as none.
+      // /proc/<pid>/io counts the read/write family only: HAProxy moves its bytes with recv/send (n/a).
       const callsPerMB = p.proxies.map((_, i) => (['readCalls', 'writeCalls'] as const)
         .map((k) => proxyMedian(s, i, (x, pf) => pf[k] / (x.stream.bytes / MB)))
-        .map((v) => (v > 0 ? fmt(v, 1) : 'n/a')).join(' / ')).join('; ');
+        .map((v) => (v >= 0.5 ? fmt(v, 1) : 'n/a')).join(' / ')).join('; ');
       return [p.label, fmt(mbps(p.name), 0), fmt((mbps(p.name) * 8) / 1000, 2), runs(s.map((x) => x.stream.megabytesPerSecond), 0), cpuPerGB || '-', callsPerMB || '-',
         haveHaproxy && isProxy(p) ? ratio(mbps(p.name), mbps('haproxy')) : '-', haveFloor && isProxy(p) ? ratio(mbps(p.name), mbps('node-tls')) : '-'];
     }),
