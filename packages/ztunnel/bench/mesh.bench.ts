@@ -169,7 +169,7 @@ async function main(): Promise<number> {
   if (opts.paths.includes('ztunnel') && ZTUNNEL_BIN === ZTUNNEL_BUNDLE) {
     if (!existsSync(ZTUNNEL_ENTRY)) throw new Error(`${ZTUNNEL_ENTRY} is missing: build first (npx turbo run build)`);
     // The same command as deploy/ztunnel/Dockerfile (rolldown is a devDependency of this package).
-    execFileSync('npx', ['--no-install', 'rolldown', `./${relative(packageRoot, ZTUNNEL_ENTRY)}`, '--platform', 'node', '--format', 'esm', '--minify', '-o', ZTUNNEL_BUNDLE], {
+    execFileSync('npx', ['--no-install', 'rolldown', `./${relative(packageRoot, ZTUNNEL_ENTRY)}`, '--platform', 'node', '--format', 'esm', '--minify', '--charset', 'ascii', '-o', ZTUNNEL_BUNDLE], {
       cwd: packageRoot,
       stdio: ['ignore', 'ignore', 'inherit'],
       timeout: 120_000,
