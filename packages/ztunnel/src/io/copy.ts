@@ -45,7 +45,8 @@
  * - no byte is written to a side after it was ended, destroyed or reset;
  * - `onBytes` is called with exactly the bytes handed to the destination, so
  *   the totals in the result equal the sum of the callbacks per direction;
- * - no timer is created (the clock is only read for the duration).
+ * - no timer is created (the clock is only read for the duration); the only
+ *   deferred work is one setImmediate per turn that wrote into a TCP side.
  */
 import { Socket } from 'node:net';
 import { addAbortSignal, type Duplex } from 'node:stream';

@@ -1,6 +1,7 @@
 import { once } from 'node:events';
 import type { AddressInfo, Socket } from 'node:net';
 import { afterEach, describe, expect, it } from 'vitest';
+import { eventually } from '../../test/support/net-fixtures.js';
 import { nodeSocketFactory, SOCKET_HIGH_WATER_MARK } from './sockets.js';
 
 const cleanups: Array<() => unknown> = [];
@@ -16,7 +17,7 @@ describe('nodeSocketFactory', () => {
     const out = nodeSocketFactory.connect({ ip: '127.0.0.1', port: (server.address() as AddressInfo).port });
     cleanups.push(() => out.destroy());
     await once(out, 'connect');
-    while (accepted.length === 0) await new Promise((resolve) => setImmediate(resolve));
+    await eventually(() => accepted.length === 1, 'the server accepted the connection');
     cleanups.push(() => accepted[0]?.destroy());
     expect(SOCKET_HIGH_WATER_MARK).toBe(64 * 1024);
     for (const s of [out, accepted[0] as Socket]) {
