@@ -30,16 +30,19 @@ export function haproxyVersion(): string | undefined {
   }
 }
 
-export async function startHaproxyPair(o: {
-  dir: string;
-  clientIp: string;
-  serverIp: string;
+/** A reference mTLS relay pair: client side on clientIp, server side on serverIp, to the app on appIp, per port. */
+export interface TlsPairOptions {
+  readonly dir: string;
+  readonly clientIp: string;
+  readonly serverIp: string;
   /** Where the app listens, per forwarded port. */
-  appIp: string;
-  ports: readonly number[];
-  clientCert: WorkloadCertificate;
-  serverCert: WorkloadCertificate;
-}): Promise<HaproxyPair> {
+  readonly appIp: string;
+  readonly ports: readonly number[];
+  readonly clientCert: WorkloadCertificate;
+  readonly serverCert: WorkloadCertificate;
+}
+
+export async function startHaproxyPair(o: TlsPairOptions): Promise<HaproxyPair> {
   const version = haproxyVersion();
   if (version === undefined) throw new Error('haproxy is not installed (apt-get install -y haproxy)');
   const roots = join(o.dir, 'roots.pem');

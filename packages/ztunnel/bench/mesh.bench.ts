@@ -203,18 +203,18 @@ async function main(): Promise<number> {
   log('starting the control plane (in this process)');
   const mesh = await startMesh({ client: CLIENT, server: SERVER, vip: VIP, ports: { [HTTP_PORT]: HTTP_PORT, [SINK_PORT]: SINK_PORT } });
   closers.push(() => mesh.cp.close());
+  // The reference pairs (HAProxy, Node.js floor) use the workloads' SPIFFE certificates from the mesh CA.
+  const referencePair = async () => ({
+    dir,
+    appIp: SERVER.ip,
+    ports: [HTTP_PORT, SINK_PORT],
+    clientCert: await mesh.certificate(CLIENT.namespace, CLIENT.serviceAccount),
+    serverCert: await mesh.certificate(SERVER.namespace, SERVER.serviceAccount),
+  });
 
   if (opts.paths.includes('haproxy')) {
     log('starting the HAProxy pair');
-    const pair = await startHaproxyPair({
-      dir,
-      clientIp: HAPROXY_CLIENT_IP,
-      serverIp: HAPROXY_SERVER_IP,
-      appIp: SERVER.ip,
-      ports: [HTTP_PORT, SINK_PORT],
-      clientCert: await mesh.certificate(CLIENT.namespace, CLIENT.serviceAccount),
-      serverCert: await mesh.certificate(SERVER.namespace, SERVER.serviceAccount),
-    });
+    const pair = await startHaproxyPair({ ...(await referencePair()), clientIp: HAPROXY_CLIENT_IP, serverIp: HAPROXY_SERVER_IP });
     paths.push({ name: 'haproxy', label: 'HAProxy pair (TLS 1.3)', dial: (p) => tcpConnect({ ip: HAPROXY_CLIENT_IP, port: PORT_OF[p] }, CLIENT.ip), proxies: [pair.client, pair.server] });
   }
 
@@ -231,17 +231,7 @@ async function main(): Promise<number> {
 
   if (opts.paths.includes('node-tls')) {
     log('starting the Node.js floor (node:tls relay pair, own processes)');
-    const pair = await startNodeTlsPair({
-      dir,
-      clientIp: NODE_TLS_CLIENT_IP,
-      serverIp: NODE_TLS_SERVER_IP,
-      appIp: SERVER.ip,
-      ports: [HTTP_PORT, SINK_PORT],
-      clientCert: await mesh.certificate(CLIENT.namespace, CLIENT.serviceAccount),
-      serverCert: await mesh.certificate(SERVER.namespace, SERVER.serviceAccount),
-      nodeArgs,
-      env: extraEnv,
-    });
+    const pair = await startNodeTlsPair({ ...(await referencePair()), clientIp: NODE_TLS_CLIENT_IP, serverIp: NODE_TLS_SERVER_IP, nodeArgs, env: extraEnv });
     paths.push({ name: 'node-tls', label: 'Node.js floor (node:tls pair)', dial: (p) => tcpConnect({ ip: NODE_TLS_CLIENT_IP, port: PORT_OF[p] }, CLIENT.ip), proxies: [pair.client, pair.server] });
   }
 

@@ -8,21 +8,12 @@ import { writeFileSync } from 'node:fs';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import type { WorkloadCertificate } from '@ambient/control';
+import type { TlsPairOptions } from './haproxy.js';
 import { canConnect, spawnChild, waitUntil, type Child } from './processes.js';
 
 const RELAY_BIN = join(dirname(fileURLToPath(import.meta.url)), 'tls-relay.js');
 
-export async function startNodeTlsPair(o: {
-  dir: string;
-  clientIp: string;
-  serverIp: string;
-  appIp: string;
-  ports: readonly number[];
-  clientCert: WorkloadCertificate;
-  serverCert: WorkloadCertificate;
-  nodeArgs: readonly string[];
-  env: NodeJS.ProcessEnv;
-}): Promise<{ client: Child; server: Child }> {
+export async function startNodeTlsPair(o: TlsPairOptions & { nodeArgs: readonly string[]; env: NodeJS.ProcessEnv }): Promise<{ client: Child; server: Child }> {
   const roots = join(o.dir, 'node-tls-roots.pem');
   writeFileSync(roots, o.serverCert.rootsPem.join(''));
   const files = (name: string, c: WorkloadCertificate) => {
