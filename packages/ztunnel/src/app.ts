@@ -36,23 +36,24 @@ import {
   type WorkloadCertificate,
   type WorkloadDiscovery,
 } from '@ambient/control';
-import { AccessLog, type ZtunnelLogger } from './access-log.js';
-import { startAdminServer } from './admin/admin-server.js';
-import type { RunningServer } from './admin/http-server.js';
-import { startMetricsServer } from './admin/metrics-server.js';
-import { Readiness } from './admin/readiness.js';
-import { startReadinessServer } from './admin/readiness-server.js';
+import { AccessLog } from './access-log.js';
+import type { ProcessLogger } from '@ambient/dataplane';
+import { startAdminServer } from '@ambient/dataplane';
+import type { RunningServer } from '@ambient/dataplane';
+import { startMetricsServer } from '@ambient/dataplane';
+import { Readiness } from '@ambient/dataplane';
+import { startReadinessServer } from '@ambient/dataplane';
 import type { ZtunnelConfig } from './config.js';
-import type { VerifyPeer } from './hbone/client.js';
-import { parseTrustRoots, verifyPeerCertificate } from './tls/spiffe-verify.js';
-import { CrlManager, createCrlMetrics, revocationRejection, type RevocationSource } from './tls/crl/manager.js';
+import type { VerifyPeer } from '@ambient/dataplane';
+import { parseTrustRoots, verifyPeerCertificate } from '@ambient/dataplane';
+import { CrlManager, createCrlMetrics, revocationRejection, type RevocationSource } from '@ambient/dataplane';
 import { CertPrefetcher } from './identity/cert-prefetch.js';
 import { retiringSockets, type InpodPlatform } from './inpod/platform.js';
 import { WorkloadProxyManager } from './inpod/workload-proxy-manager.js';
 import { DEFAULT_RESOLV_CONF, createDnsMetrics, loadResolvConf } from './dns/index.js';
 import { ConnectionResults } from './metrics/connection-result.js';
 import { createZtunnelMetrics, type ZtunnelMetrics } from './metrics/index.js';
-import { localAddressAsOriginalDestination, type OriginalDestination, type SocketFactory } from './platform/sockets.js';
+import { localAddressAsOriginalDestination, type OriginalDestination, type SocketFactory } from '@ambient/dataplane';
 import { LOCAL_WORKLOAD_WAIT_MS } from './proxy/await-workload.js';
 import { startWorkloadProxy, type ProxyShared, type WorkloadProxy } from './workload-proxy.js';
 import { VERSION } from './version.js';
@@ -60,7 +61,7 @@ import { VERSION } from './version.js';
 export interface AppDeps {
   readonly clock: Clock;
   readonly random: Random;
-  readonly logger: ZtunnelLogger;
+  readonly logger: ProcessLogger;
   readonly env: Env;
   readonly readFile: ReadFile;
   readonly sockets: SocketFactory;

@@ -20,23 +20,15 @@ import {
   type Rejection,
   type Result,
 } from '@ambient/control';
+import { isLoopbackHost, parseListenAddress, type ListenAddress } from '@ambient/dataplane';
 import { parse as parseYaml } from 'yaml';
-import { DEFAULT_LOG_FILTER, parseLogFilter } from './access-log.js';
+export { formatListenAddress, isLoopbackHost, parseListenAddress, type ListenAddress } from '@ambient/dataplane';
+import { DEFAULT_LOG_FILTER, parseLogFilter, type LogFormat } from '@ambient/dataplane';
+export type { LogFormat } from '@ambient/dataplane';
 
 /** What the process was asked to do (argv[1] of ztunnel). */
 export type Command = 'proxy' | 'version' | 'help';
 export type ProxyMode = 'shared' | 'dedicated';
-export type LogFormat = 'plain' | 'json';
-
-/**
- * Where a listener binds. `host` is an IP literal, or `localhost`, which means
- * 127.0.0.1 plus ::1 when IPv6 is enabled (ztunnel's `Address::Localhost`).
- * Port 0 asks the OS for a free port (tests).
- */
-export interface ListenAddress {
-  readonly host: string;
-  readonly port: number;
-}
 
 /** The pod a dedicated-mode ztunnel serves (PROXY_WORKLOAD_INFO=ns/name/sa). */
 export interface WorkloadInfo {
@@ -224,31 +216,6 @@ export function parseCommand(argv: readonly string[]): Result<{ command: Command
 // ---------------------------------------------------------------------------
 // Addresses
 
-/** `localhost:15000`, `127.0.0.1:15000`, `[::1]:15000`, `0.0.0.0:15020`, `[::]:15020`. */
-export function parseListenAddress(text: string): { ok: true; value: ListenAddress } | { ok: false; reason: string } {
-  const expected = 'expected "<ip>:<port>", "[<ipv6>]:<port>" or "localhost:<port>"';
-  const m = /^(?:\[([^\]]+)\]|([^:[\]]+)):(\d{1,5})$/.exec(text);
-  if (!m) return { ok: false, reason: expected };
-  const port = Number(m[3]);
-  if (port > MAX_U16) return { ok: false, reason: `port ${port} is out of range (0-65535)` };
-  const rawHost = m[1] ?? m[2] ?? '';
-  if (m[2] !== undefined && rawHost === 'localhost') return { ok: true, value: { host: 'localhost', port } };
-  const ip = canonicalIp(rawHost);
-  if (ip === undefined || (m[1] !== undefined && !ip.includes(':')) || (m[2] !== undefined && ip.includes(':'))) {
-    return { ok: false, reason: `"${rawHost}" is not an IP address; ${expected}` };
-  }
-  return { ok: true, value: { host: ip, port } };
-}
-
-export function formatListenAddress(a: ListenAddress): string {
-  return a.host.includes(':') ? `[${a.host}]:${a.port}` : `${a.host}:${a.port}`;
-}
-
-/** True for localhost, 127.0.0.0/8 and ::1. */
-export function isLoopbackHost(host: string): boolean {
-  if (host === 'localhost' || host === '::1') return true;
-  return /^127\.\d+\.\d+\.\d+$/.test(host);
-}
 
 // ---------------------------------------------------------------------------
 // ProxyConfig (YAML)

@@ -1,7 +1,7 @@
 import { createStore, type Authorization } from '@ambient/control';
 import { describe, expect, it } from 'vitest';
 import { ConnectionManager, type TrackedConnectionInfo } from './connection-manager.js';
-import type { ProxyError } from './errors.js';
+import type { ProxyError } from '@ambient/dataplane';
 
 const info = (uid: string | undefined): TrackedConnectionInfo => ({
   direction: 'inbound',
@@ -52,7 +52,7 @@ describe('ConnectionManager', () => {
     cm.close();
     await store.applyPolicies({ upserts: [{ name: 'shop/deny', policy: deny }], removals: [] });
     expect(closed).toEqual([]);
-    cm.closeAll(new (await import('./errors.js')).ProxyError('DRAINING', 'drain deadline reached'));
+    cm.closeAll(new (await import('@ambient/dataplane')).ProxyError('DRAINING', 'drain deadline reached'));
     expect(closed).toEqual(['DRAINING']);
     expect(cm.size).toBe(0);
   });

@@ -15,7 +15,7 @@
  *   state than the one that triggered it.
  */
 import type { Identity, Snapshot, Store, StoreChange } from '@ambient/control';
-import { ProxyError } from './errors.js';
+import { ProxyError } from '@ambient/dataplane';
 
 export interface ConnectionEndpoint {
   readonly ip: string;

@@ -7,7 +7,7 @@ import { existsSync, readFileSync } from 'node:fs';
 import { readFile } from 'node:fs/promises';
 import { availableParallelism } from 'node:os';
 import { formatRejections, systemClock, systemRandom } from '@ambient/control';
-import { createLogger } from './access-log.js';
+import { createLogger } from '@ambient/dataplane';
 import { buildApp } from './app.js';
 import { MESH_CONFIG_PATH, OUR_ENV_VARS, parseConfig } from './config.js';
 import { nativeInpodPlatform, transparentMode, verifyInpodCapabilities } from './inpod/native-platform.js';
@@ -15,7 +15,7 @@ import type { InpodPlatform } from './inpod/platform.js';
 import { startMemoryTrim } from './platform/memory-trim.js';
 import { loadNative, type Native } from './platform/native.js';
 import { nativeOriginalDestination, netnsSocketFactory } from './platform/netns-sockets.js';
-import { localAddressAsOriginalDestination, nodeSocketFactory, type OriginalDestination, type SocketFactory } from './platform/sockets.js';
+import { localAddressAsOriginalDestination, nodeSocketFactory, type OriginalDestination, type SocketFactory } from '@ambient/dataplane';
 import { VERSION } from './version.js';
 
 const HELP = `ztunnel (ambient-ts): Istio ambient mode's node proxy.

@@ -14,7 +14,7 @@
  * - inbound HBONE (15008): a banned resolved target port is refused with 503
  *   (`isIllegalPort`, applied after port resolution).
  */
-import { canonicalIp } from '@ambient/control';
+import { canonicalPeerIp } from '@ambient/dataplane';
 
 export const OUTBOUND_PORT = 15001;
 export const INBOUND_PLAINTEXT_PORT = 15006;
@@ -67,29 +67,9 @@ export function isSelfCall(ip: string, port: number, illegal: ReadonlySet<number
 
 /** 127.0.0.0/8, ::1, their IPv4-mapped forms, and the unspecified addresses. */
 export function isLocalHostAddress(ip: string): boolean {
-  const canonical = unmapIpv4(ip);
+  const canonical = canonicalPeerIp(ip);
   if (canonical === undefined) return false;
   if (canonical.includes(':')) return canonical === '::1' || canonical === '::';
   return canonical.startsWith('127.') || canonical === '0.0.0.0';
 }
 
-/**
- * Canonical text for an IP as a socket reports it: IPv4-mapped IPv6
- * (`::ffff:10.0.0.1`, what a dual-stack listener shows for IPv4 peers)
- * becomes plain IPv4, like ztunnel's `to_canonical`. Undefined when `ip` is
- * not an IP.
- */
-export function unmapIpv4(ip: string): string | undefined {
-  const canonical = canonicalIp(ip);
-  if (canonical === undefined) return undefined;
-  const mapped = /^::ffff:(\d+\.\d+\.\d+\.\d+)$/i.exec(canonical);
-  if (mapped?.[1] !== undefined) return mapped[1];
-  // RFC 5952 may print a mapped address in hex form (::ffff:a00:1).
-  const hex = /^::ffff:([0-9a-f]{1,4}):([0-9a-f]{1,4})$/i.exec(canonical);
-  if (hex?.[1] !== undefined && hex[2] !== undefined) {
-    const hi = Number.parseInt(hex[1], 16);
-    const lo = Number.parseInt(hex[2], 16);
-    return `${hi >> 8}.${hi & 0xff}.${lo >> 8}.${lo & 0xff}`;
-  }
-  return canonical;
-}

@@ -23,16 +23,16 @@ import type { Logger } from 'pino';
 import { describeDecision, evaluate } from './authz/evaluate.js';
 import type { ZtunnelConfig } from './config.js';
 import { ConnectionManager } from './connection-manager.js';
-import { ProxyError } from './errors.js';
-import { HbonePool, hboneDialer } from './hbone/pool.js';
-import type { VerifyPeer } from './hbone/client.js';
-import { HboneServer } from './hbone/server.js';
-import type { HboneLimitKind } from './hbone/server-limits.js';
+import { ProxyError } from '@ambient/dataplane';
+import { HbonePool, hboneDialer } from '@ambient/dataplane';
+import type { VerifyPeer } from '@ambient/dataplane';
+import { HboneServer } from '@ambient/dataplane';
+import type { HboneLimitKind } from '@ambient/dataplane';
 import type { ConnectionResults } from './metrics/connection-result.js';
 import type { RefusalReason } from './metrics/components.js';
 import type { ZtunnelMetrics } from './metrics/index.js';
 import { startDnsProxy, type DnsMetricsRecorder, type Nameserver } from './dns/index.js';
-import { formatAddress, peerAddress, type OriginalDestination, type SocketFactory } from './platform/sockets.js';
+import { formatSocketAddress, peerAddress, type OriginalDestination, type SocketFactory } from '@ambient/dataplane';
 import type { InboundContext } from './proxy/context.js';
 import { awaitWorkload } from './proxy/await-workload.js';
 import { createHboneInboundHandler } from './proxy/hbone-inbound.js';
@@ -40,7 +40,7 @@ import { proxyOutbound, type OutboundDeps } from './proxy/outbound.js';
 import { servePlaintextInbound } from './proxy/plaintext-inbound.js';
 import { ReplyCode } from './socks5/codec.js';
 import { startSocks5Listener } from './socks5/listener.js';
-import type { CrlManager } from './tls/crl/manager.js';
+import type { CrlManager } from '@ambient/dataplane';
 
 /** What every workload proxy of one ztunnel shares (ztunnel's ProxyInputs, minus the per-pod parts). */
 export interface ProxyShared {
@@ -322,7 +322,7 @@ export async function startWorkloadProxy(shared: ProxyShared, spec: WorkloadProx
           log: plog.child({ component: 'dns' }),
           metrics: shared.dns.metrics,
         });
-        addresses['dns'] = dns.addresses.map((a) => formatAddress(a)).join(',');
+        addresses['dns'] = dns.addresses.map((a) => formatSocketAddress(a)).join(',');
         stopAccepting.push(() => dns.close());
       }
     }

@@ -12,8 +12,8 @@ import * as dnsPacket from 'dns-packet';
 import fc from 'fast-check';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import { createDnsMetrics, startDnsProxy, type DnsProxy, type DnsProxyOptions } from '../src/dns/index.js';
-import { MetricsRegistry } from '../src/metrics/registry.js';
-import { nodeSocketFactory, type SocketFactory } from '../src/platform/sockets.js';
+import { MetricsRegistry } from '@ambient/dataplane';
+import { nodeSocketFactory, type SocketFactory } from '@ambient/dataplane';
 import { answerA, answerData, decode, query, startFakeUpstream, tcpClient, udpClient, type FakeUpstream, type UdpClient } from './support/dns-upstream.js';
 
 const client = aWorkload({

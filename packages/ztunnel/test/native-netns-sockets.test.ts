@@ -8,7 +8,7 @@ import type { Server, Socket } from 'node:net';
 import { afterEach, beforeAll, describe, expect, it } from 'vitest';
 import { NativeError, type Native } from '../src/platform/native.js';
 import { netnsSocketFactory } from '../src/platform/netns-sockets.js';
-import { SOCKET_HIGH_WATER_MARK, type SocketFactory } from '../src/platform/sockets.js';
+import { SOCKET_HIGH_WATER_MARK, type SocketFactory } from '@ambient/dataplane';
 import {
   Cleanup,
   closeServer,

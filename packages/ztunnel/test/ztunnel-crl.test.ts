@@ -14,8 +14,8 @@ import { join } from 'node:path';
 import { afterEach, describe, expect, it } from 'vitest';
 import { LocalCertificateAuthority, systemClock } from '@ambient/control';
 import { startTestControlPlane, workload, type TestControlPlane } from '@ambient/control/testing';
-import { signerOf, type Signer } from './support/hbone-certs.js';
-import { crlPem } from './support/crl.js';
+import { signerOf, type Signer } from '@ambient/dataplane/testing';
+import { crlPem } from '@ambient/dataplane/testing';
 import {
   closed,
   issueCertificate,

@@ -12,7 +12,7 @@ import { connect, type Socket } from 'node:net';
 import { once } from 'node:events';
 import { afterEach, describe, expect, it } from 'vitest';
 import { denyPolicy, service, startTestControlPlane, workload, type TestControlPlane } from '@ambient/control/testing';
-import { localAddressAsOriginalDestination, type OriginalDestination } from '../src/platform/sockets.js';
+import { localAddressAsOriginalDestination, type OriginalDestination } from '@ambient/dataplane';
 import {
   closed,
   roundTrip,

@@ -1,5 +1,6 @@
 import type { Authorization, Identity, Match, StringMatch } from '@ambient/control';
 import { describe, expect, it } from 'vitest';
+import { peerAddress } from '@ambient/dataplane';
 import { aMatch, aPolicy, aWorkload, cidr, snapshotOf } from '../../test/model-fixtures.js';
 import { describeDecision, evaluate, policyFingerprint, samePolicies, type ConnInfo } from './evaluate.js';
 
@@ -106,7 +107,8 @@ describe('L4 match semantics (ztunnel rbac.rs)', () => {
     ['sourceIps exact /32', allowMatching(aMatch({ sourceIps: [cidr('10.0.0.1/32')] })), MTLS, true],
     ['sourceIps outside', allowMatching(aMatch({ sourceIps: [cidr('192.168.0.0/16')] })), MTLS, false],
     ['sourceIps of another family never match', allowMatching(aMatch({ sourceIps: [cidr('::/0')] })), MTLS, false],
-    ['sourceIps: an IPv4-mapped source is compared as IPv4', allowMatching(aMatch({ sourceIps: [cidr('10.0.0.0/24')] })), { ...MTLS, src: { ip: '::ffff:10.0.0.1', port: 1 } }, true],
+    // Addresses are unmapped where they enter (a dual-stack listener reports IPv4 peers as ::ffff:a.b.c.d).
+    ['sourceIps: an IPv4-mapped source, as the listener edge reports it, is compared as IPv4', allowMatching(aMatch({ sourceIps: [cidr('10.0.0.0/24')] })), { ...MTLS, src: peerAddress({ remoteAddress: '::ffff:10.0.0.1', remotePort: 1 }) ?? MTLS.src }, true],
     ['sourceIps: IPv6', allowMatching(aMatch({ sourceIps: [cidr('fd00::/8')] })), { ...MTLS, src: { ip: 'fd00::1', port: 1 } }, true],
     ['not_sourceIps inside fails', allowMatching(aMatch({ notSourceIps: [cidr('10.0.0.0/8')] })), MTLS, false],
     ['not_sourceIps outside passes', allowMatching(aMatch({ notSourceIps: [cidr('172.16.0.0/12')] })), MTLS, true],

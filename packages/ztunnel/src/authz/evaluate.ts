@@ -14,7 +14,7 @@
 import { policyKey, type ApplicablePolicies, type Authorization, type PolicyAction } from '@ambient/control';
 import { policyMatches, subjectOf, type ConnInfo } from './match.js';
 
-export type { ConnInfo, SocketAddress } from './match.js';
+export type { ConnInfo } from './match.js';
 
 export type DecisionReason =
   | 'explicit-deny' //      a non-dry-run DENY policy matched (`policy` names it)

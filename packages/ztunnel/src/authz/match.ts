@@ -26,13 +26,8 @@
  * plaintext); namespaces see "" — an `exact: ""`/`prefix: ""` entry matches
  * it, `presence` does not — exactly as ztunnel.
  */
-import { cidrContains, type Authorization, type Cidr, type Identity, type Match, type ServiceAccountMatch, type StringMatch } from '@ambient/control';
-import { unmapIpv4 } from '../ports.js';
-
-export interface SocketAddress {
-  readonly ip: string;
-  readonly port: number;
-}
+import { canonicalIp, cidrContains, type Authorization, type Cidr, type Identity, type Match, type ServiceAccountMatch, type StringMatch } from '@ambient/control';
+import type { SocketAddress } from '@ambient/dataplane';
 
 /** The connection facts L4 authorization looks at (ztunnel `rbac::Connection`). */
 export interface ConnInfo {
@@ -46,7 +41,6 @@ export interface ConnInfo {
 
 /** Per-connection values derived once and shared by every policy checked. */
 export interface Subject {
-  /** The connection with canonical IPs (IPv4-mapped IPv6 unmapped). */
   readonly conn: ConnInfo;
   /** Identity without `spiffe://`, or undefined when there is none. */
   readonly principal: string | undefined;
@@ -55,12 +49,11 @@ export interface Subject {
 
 /** Undefined when either IP is not an IP (the caller fails closed). */
 export function subjectOf(conn: ConnInfo): Subject | undefined {
-  const srcIp = unmapIpv4(conn.src.ip);
-  const dstIp = unmapIpv4(conn.dst.ip);
-  if (srcIp === undefined || dstIp === undefined) return undefined;
+  // Addresses are canonical (unmapped) where they enter; anything else here is not an IP and fails closed.
+  if (canonicalIp(conn.src.ip) === undefined || canonicalIp(conn.dst.ip) === undefined) return undefined;
   const id = conn.srcIdentity;
   return {
-    conn: { ...conn, src: { ip: srcIp, port: conn.src.port }, dst: { ip: dstIp, port: conn.dst.port } },
+    conn,
     principal: id === undefined ? undefined : `${id.trustDomain}/ns/${id.namespace}/sa/${id.serviceAccount}`,
     namespace: id?.namespace ?? '',
   };

@@ -3,7 +3,7 @@ import { ManualClock } from '@ambient/control/testing';
 import * as dnsPacket from 'dns-packet';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import { answerA, answerData, decode, query, startFakeUpstream, udpClient, type FakeUpstream, type UdpClient } from '../../test/support/dns-upstream.js';
-import { nodeSocketFactory } from '../platform/sockets.js';
+import { nodeSocketFactory } from '@ambient/dataplane';
 import { createForwarder, type DnsForwarder, type ForwardOutcome, type ForwarderOptions } from './forwarder.js';
 import type { Nameserver } from './resolv-conf.js';
 

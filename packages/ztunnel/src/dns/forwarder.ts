@@ -26,7 +26,7 @@ import { canonicalIp, type Clock, type Logger, type Random } from '@ambient/cont
 import type { RemoteInfo, Socket as UdpSocket } from 'node:dgram';
 import type { Socket } from 'node:net';
 import type { Question } from 'dns-packet';
-import { unmapped, type SocketFactory } from '../platform/sockets.js';
+import { canonicalPeerIp, type SocketFactory } from '@ambient/dataplane';
 import { formatNameserver, nameserverHost, type Nameserver } from './resolv-conf.js';
 import { frameTcp, matchUpstreamResponse, RCODE, TcpFrameReader, withId, type Protocol } from './wire.js';
 
@@ -243,8 +243,8 @@ class Forwarder implements DnsForwarder {
 /** Same IP, ignoring an IPv6 zone and the IPv4-mapped form. */
 function sameHost(a: string, b: string): boolean {
   const strip = (ip: string) => {
-    const bare = unmapped(ip.split('%')[0] ?? ip);
-    return canonicalIp(bare) ?? bare.toLowerCase();
+    const bare = ip.split('%')[0] ?? ip;
+    return canonicalPeerIp(bare) ?? bare.toLowerCase();
   };
   return strip(a) === strip(b);
 }

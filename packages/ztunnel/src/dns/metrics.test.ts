@@ -1,6 +1,6 @@
 import { aWorkload } from '@ambient/control/testing';
 import { describe, expect, it } from 'vitest';
-import { MetricsRegistry } from '../metrics/registry.js';
+import { MetricsRegistry } from '@ambient/dataplane';
 import { createDnsMetrics } from './metrics.js';
 
 describe('createDnsMetrics', () => {

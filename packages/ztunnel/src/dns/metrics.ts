@@ -10,7 +10,7 @@
  * Register once per ztunnel and share it between every pod's DNS proxy.
  */
 import type { Workload } from '@ambient/control';
-import type { CounterVec, HistogramVec, MetricsRegistry } from '../metrics/registry.js';
+import type { CounterVec, HistogramVec, MetricsRegistry } from '@ambient/dataplane';
 import type { Protocol } from './wire.js';
 
 export const DNS_DURATION_BUCKETS: readonly number[] = [0.0005, 0.001, 0.01, 0.1, 1, 5];

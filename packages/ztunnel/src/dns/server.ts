@@ -29,7 +29,7 @@ import type { Clock, Logger, Random, Snapshot, Store, Timer, Workload } from '@a
 import type { Socket as UdpSocket } from 'node:dgram';
 import type { AddressInfo, Server, Socket } from 'node:net';
 import { LOCAL_WORKLOAD_WAIT_MS } from '../proxy/await-workload.js';
-import { formatAddress, unmapped, type SocketAddress, type SocketFactory } from '../platform/sockets.js';
+import { formatSocketAddress, canonicalPeerIp, peerAddress, type SocketAddress, type SocketFactory } from '@ambient/dataplane';
 import { createForwarder, DEFAULT_MAX_IN_FLIGHT_FORWARDS, DEFAULT_UPSTREAM_TIMEOUT_MS } from './forwarder.js';
 import { createDnsHandler, type DnsHandler } from './handler.js';
 import type { DnsMetricsRecorder } from './metrics.js';
@@ -144,7 +144,7 @@ export async function startDnsProxy(o: DnsProxyOptions): Promise<DnsProxy> {
     throw err;
   }
   if (o.nameservers.length === 0) log.warn({}, 'no upstream nameservers: names outside the mesh will get SERVFAIL');
-  log.info({ address: proxy.addresses.map(formatAddress).join(','), component: 'dns' }, 'starting local DNS server');
+  log.info({ address: proxy.addresses.map(formatSocketAddress).join(','), component: 'dns' }, 'starting local DNS server');
   return proxy;
 }
 
@@ -238,7 +238,7 @@ class Proxy implements DnsProxy {
     udp.on('error', (err) => this.#log.warn({ error: err.message }, 'DNS UDP socket error'));
     udp.on('message', (message: Buffer, from) => {
       if (this.#isClosing) return;
-      const source = formatAddress({ ip: unmapped(from.address), port: from.port });
+      const source = formatSocketAddress({ ip: canonicalPeerIp(from.address) ?? from.address, port: from.port });
       if (this.#pendingUdp >= this.#limits.maxPendingUdpQueries) {
         this.#log.warn({ src: source, limit: this.#limits.maxPendingUdpQueries }, 'dropped a DNS query: too many UDP queries pending');
         return;
@@ -262,7 +262,8 @@ class Proxy implements DnsProxy {
 
   #onConnection(socket: Socket): void {
     socket.on('error', (err) => this.#log.debug({ error: err.message }, 'DNS TCP connection error'));
-    const source = formatAddress({ ip: unmapped(socket.remoteAddress ?? '?'), port: socket.remotePort ?? 0 });
+    const peer = peerAddress(socket);
+    const source = peer === undefined ? 'unknown' : formatSocketAddress(peer);
     if (this.#isClosing) {
       socket.destroy();
       return;

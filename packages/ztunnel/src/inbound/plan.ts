@@ -12,10 +12,11 @@
  * nothing and a call to one of ztunnel's own ports are 503.
  */
 import { canonicalIp, serviceKey, type GatewayAddress, type Service, type Snapshot, type Workload } from '@ambient/control';
-import type { ProxyErrorCode } from '../errors.js';
-import { isIllegalPort, unmapIpv4 } from '../ports.js';
+import type { ProxyErrorCode } from '@ambient/dataplane';
+import { canonicalPeerIp } from '@ambient/dataplane';
+import { isIllegalPort } from '../ports.js';
 
-export interface SocketAddr {
+export interface SocketAddress {
   readonly ip: string;
   readonly port: number;
 }
@@ -57,7 +58,7 @@ export function parseAuthority(authority: string | undefined): Authority | Inbou
     if (ip === undefined || !host.includes(':')) return badAuthority(`:authority ${shown} has an invalid IPv6 address`);
     const port = parsePort(portText);
     if (port === undefined) return badAuthority(`:authority ${shown} has no valid port (1-65535)`);
-    return { kind: 'ip', ip: unmapIpv4(ip) ?? ip, port };
+    return { kind: 'ip', ip: canonicalPeerIp(ip) ?? ip, port };
   }
   const colon = authority.lastIndexOf(':');
   if (colon < 0) return badAuthority(`:authority ${shown} has no port`);
@@ -101,13 +102,13 @@ export interface InboundInput {
 export interface InboundPlan {
   readonly kind: 'upstream';
   /** Where to connect. */
-  readonly upstream: SocketAddr;
+  readonly upstream: SocketAddress;
   /**
    * The destination as authorization and metrics see it (ztunnel replaces
    * the connection's 15008 with it): the local IP and the resolved target
    * port, after any application-tunnel port override.
    */
-  readonly target: SocketAddr;
+  readonly target: SocketAddress;
   /** Connect from loopback rather than spoofing the client's address (localhost application tunnel). */
   readonly bindLoopback: boolean;
   /** Best guess at the service the client meant (destination_service). */
@@ -117,12 +118,12 @@ export interface InboundPlan {
   /** Write a PROXY v2 header (application tunnel with protocol PROXY). */
   readonly proxyProtocol: boolean;
   /** The destination the application tunnel is told about (the PROXY header's destination). */
-  readonly tunnelTarget: SocketAddr | undefined;
+  readonly tunnelTarget: SocketAddress | undefined;
 }
 
 export function planInbound(input: InboundInput): InboundPlan | InboundReject {
   const { authority, localWorkload, snapshot } = input;
-  const localIp = unmapIpv4(input.localIp);
+  const localIp = canonicalPeerIp(input.localIp);
   if (localIp === undefined) return reject('INTERNAL', `the connection's local address ${input.localIp} is not an IP`);
 
   // validate_destination (400 on failure).
@@ -163,8 +164,8 @@ export function planInbound(input: InboundInput): InboundPlan | InboundReject {
     return reject('SELF_CALL', `CONNECT to ${formatAuthorityOf(authority)} resolves to port ${port}, one of ztunnel's own ports; refusing`);
   }
 
-  let target: SocketAddr = { ip: localIp, port };
-  let tunnelTarget: SocketAddr | undefined;
+  let target: SocketAddress = { ip: localIp, port };
+  let tunnelTarget: SocketAddress | undefined;
   const tunnel = localWorkload.applicationTunnel;
   if (tunnel !== undefined) {
     // The tunnel may listen on its own port (e.g. 15088 for PROXY).
@@ -291,7 +292,7 @@ function isWaypointFor(snapshot: InboundLookup, network: string, local: Workload
   });
 }
 
-function formatAddr(a: SocketAddr): string {
+function formatAddr(a: SocketAddress): string {
   return a.ip.includes(':') ? `[${a.ip}]:${a.port}` : `${a.ip}:${a.port}`;
 }
 

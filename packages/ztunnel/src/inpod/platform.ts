@@ -5,7 +5,7 @@
  * builds it from the native module; nothing else touches the native code.
  */
 import { Socket } from 'node:net';
-import type { OriginalDestination, SocketFactory } from '../platform/sockets.js';
+import type { OriginalDestination, SocketFactory } from '@ambient/dataplane';
 import type { ZdsTransport } from './zds-client.js';
 
 export interface InpodPlatform {

@@ -6,7 +6,7 @@
  * protocol checks ztunnel lacks.
  */
 import type { TerminationReason, XdsClientEvents } from '@ambient/control';
-import type { Counter, CounterVec, Gauge, MetricsRegistry } from './registry.js';
+import type { Counter, CounterVec, Gauge, MetricsRegistry } from '@ambient/dataplane';
 
 /** `istio_build{component="ztunnel",tag}` = 1; `tag` is the Istio version (or "unknown"). */
 export function registerBuildInfo(istio: MetricsRegistry, tag: string): void {

@@ -1,9 +1,10 @@
 import { ManualClock } from '@ambient/control/testing';
 import { describe, expect, it } from 'vitest';
-import { AccessLog, createLogger } from '../access-log.js';
-import { ProxyError } from '../errors.js';
+import { AccessLog } from '../access-log.js';
+import { createLogger } from '@ambient/dataplane';
+import { ProxyError } from '@ambient/dataplane';
 import { ConnectionResults, flagFor } from './connection-result.js';
-import { MetricsRegistry } from './registry.js';
+import { MetricsRegistry } from '@ambient/dataplane';
 import { TrafficMetrics, type TrafficContext } from './traffic.js';
 
 const identity = { trustDomain: 'cluster.local', namespace: 'default', serviceAccount: 'sleep' };

@@ -10,7 +10,7 @@
  */
 import type { Clock } from '@ambient/control';
 import type { AccessLog } from '../access-log.js';
-import { ProxyError, type ResponseFlag } from '../errors.js';
+import { ProxyError, type ResponseFlag } from '@ambient/dataplane';
 import type { ConnectionRecorder, TrafficContext, TrafficLabels, TrafficMetrics } from './traffic.js';
 
 export interface ConnectionStart {

@@ -9,8 +9,8 @@
  * honor_labels) and the dashboards select on them.
  */
 import { RefusalMetrics, WorkloadManagerMetrics, XdsMetrics, registerBuildInfo } from './components.js';
-import { registerProcessMetrics, registerRuntimeMetrics, type ProcessProbe } from './process.js';
-import { MetricsRegistry } from './registry.js';
+import { registerProcessMetrics, registerRuntimeMetrics, type ProcessProbe } from '@ambient/dataplane';
+import { MetricsRegistry } from '@ambient/dataplane';
 import { TrafficMetrics } from './traffic.js';
 
 export interface ZtunnelMetricsOptions {
@@ -49,6 +49,6 @@ export function createZtunnelMetrics(o: ZtunnelMetricsOptions): ZtunnelMetrics {
 
 export * from './components.js';
 export * from './connection-result.js';
-export * from './process.js';
-export * from './registry.js';
+export * from '@ambient/dataplane';
+export * from '@ambient/dataplane';
 export * from './traffic.js';

@@ -1,5 +1,5 @@
 import { describe, expect, it } from 'vitest';
-import { MetricsRegistry } from './registry.js';
+import { MetricsRegistry } from '@ambient/dataplane';
 import { TRAFFIC_LABEL_NAMES, TrafficMetrics, trafficLabels, type WorkloadLabelSource } from './traffic.js';
 
 function wl(over: Partial<WorkloadLabelSource> & { sa?: string } = {}): WorkloadLabelSource {

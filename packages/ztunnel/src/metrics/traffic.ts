@@ -20,8 +20,8 @@
  * 27-label set per chunk.
  */
 import { identityToString, type Identity, type Workload } from '@ambient/control';
-import { FAILED_FLAGS, type ResponseFlag } from '../errors.js';
-import type { CounterVec, GaugeVec, Labels, MetricsRegistry } from './registry.js';
+import { FAILED_FLAGS, type ResponseFlag } from '@ambient/dataplane';
+import type { CounterVec, GaugeVec, Labels, MetricsRegistry } from '@ambient/dataplane';
 
 export type Reporter = 'source' | 'destination';
 export type SecurityPolicy = 'mutual_tls' | 'unknown';

@@ -37,11 +37,12 @@ import {
   type Snapshot,
   type Workload,
 } from '@ambient/control';
-import type { ProxyErrorCode } from '../errors.js';
-import { HBONE_PORT, isSelfCall, unmapIpv4 } from '../ports.js';
+import type { ProxyErrorCode } from '@ambient/dataplane';
+import { canonicalPeerIp } from '@ambient/dataplane';
+import { HBONE_PORT, isSelfCall } from '../ports.js';
 import { loadBalance, pickServiceWaypoint, resolveTargetPort, type ResolutionMode } from './load-balance.js';
 
-export interface SocketAddr {
+export interface SocketAddress {
   readonly ip: string;
   readonly port: number;
 }
@@ -58,7 +59,7 @@ export interface OutboundInput {
   /** The application socket's source IP (to recognise traffic from a destination's own waypoint). */
   readonly sourceIp: string;
   /** The original destination of the captured connection. */
-  readonly origDst: SocketAddr;
+  readonly origDst: SocketAddress;
   readonly illegalPorts: ReadonlySet<number>;
   /** Uniform in [0, 1); injected so tests are deterministic. */
   readonly random: () => number;
@@ -83,7 +84,7 @@ export interface HbonePlan {
   readonly kind: 'hbone';
   readonly via: OutboundVia;
   /** TCP next hop: `workloadIp:15008` or the waypoint's HBONE address. */
-  readonly nextHop: SocketAddr;
+  readonly nextHop: SocketAddress;
   /** CONNECT `:authority`: `ip:port` / `[v6]:port` of the target (the original destination for waypoints). */
   readonly authority: string;
   /** The peer certificate must carry one of these (service SANs + workload identity). */
@@ -95,7 +96,7 @@ export interface DoubleHbonePlan {
   readonly kind: 'double-hbone';
   readonly via: 'direct' | 'service-waypoint';
   /** The network gateway's HBONE address (outer tunnel, pooled). */
-  readonly gateway: SocketAddr;
+  readonly gateway: SocketAddress;
   /** Identities the gateway must prove: its workload identity + its service SANs. */
   readonly gatewayIdentities: readonly Identity[];
   /** `hostname:servicePort`, used by both the outer and the inner CONNECT. */
@@ -110,14 +111,14 @@ export interface DoubleHbonePlan {
 
 export interface TcpPlan {
   readonly kind: 'tcp';
-  readonly nextHop: SocketAddr;
+  readonly nextHop: SocketAddress;
   readonly destination: PlanDestination;
 }
 
 export interface PassthroughPlan {
   readonly kind: 'passthrough';
   /** Always the original destination. */
-  readonly nextHop: SocketAddr;
+  readonly nextHop: SocketAddress;
   readonly reason: 'passthrough-service' | 'unknown-destination';
 }
 
@@ -130,16 +131,16 @@ export interface RejectPlan {
 export type OutboundPlan = HbonePlan | DoubleHbonePlan | TcpPlan | PassthroughPlan | RejectPlan;
 
 /** `ip:port`, or `[ip]:port` for IPv6. */
-export function formatAuthority(addr: SocketAddr): string {
+export function formatAuthority(addr: SocketAddress): string {
   return addr.ip.includes(':') ? `[${addr.ip}]:${addr.port}` : `${addr.ip}:${addr.port}`;
 }
 
 export function planOutbound(input: OutboundInput): OutboundPlan {
-  const ip = unmapIpv4(input.origDst.ip);
+  const ip = canonicalPeerIp(input.origDst.ip);
   if (ip === undefined || !validPort(input.origDst.port)) {
     return reject('INTERNAL', `original destination ${input.origDst.ip}:${input.origDst.port} is not an IP address and port`);
   }
-  const target: SocketAddr = { ip, port: input.origDst.port };
+  const target: SocketAddress = { ip, port: input.origDst.port };
   return new Planner(input, target).plan();
 }
 
@@ -167,10 +168,10 @@ type UpstreamParts =
 
 class Planner {
   readonly #in: OutboundInput;
-  readonly #target: SocketAddr;
+  readonly #target: SocketAddress;
   readonly #hbonePort: number;
 
-  constructor(input: OutboundInput, target: SocketAddr) {
+  constructor(input: OutboundInput, target: SocketAddress) {
     this.#in = input;
     this.#target = target;
     this.#hbonePort = input.hbonePort ?? HBONE_PORT;
@@ -301,12 +302,12 @@ class Planner {
    * up as a service VIP (load-balanced) or a workload IP on its network; a
    * hostname as a service (load-balanced on the HBONE port) or a workload.
    */
-  #resolveGateway(gw: GatewayAddress, role: 'waypoint' | 'network-gateway', original: SocketAddr): Found<Upstream> {
+  #resolveGateway(gw: GatewayAddress, role: 'waypoint' | 'network-gateway', original: SocketAddress): Found<Upstream> {
     const what = role === 'waypoint' ? 'waypoint' : 'network gateway';
     const mode: ResolutionMode = role === 'waypoint' ? 'waypoint' : 'standard';
     const d = gw.destination;
     let parts: UpstreamParts;
-    let familyHint: SocketAddr;
+    let familyHint: SocketAddress;
     if (d.kind === 'address') {
       const addr = { ip: d.address, port: gw.hboneMtlsPort };
       parts = this.#findUpstream(d.network, addr, mode);
@@ -332,7 +333,7 @@ class Planner {
   }
 
   /** ztunnel `find_upstream`: a service VIP first, then a workload IP, on `network`. */
-  #findUpstream(network: string, addr: SocketAddr, mode: ResolutionMode): UpstreamParts {
+  #findUpstream(network: string, addr: SocketAddress, mode: ResolutionMode): UpstreamParts {
     const { snapshot, source } = this.#in;
     const svc = snapshot.serviceByVip(network, addr.ip, source.namespace);
     if (svc !== undefined) {
@@ -363,7 +364,7 @@ class Planner {
   }
 
   /** ztunnel `finalize_upstream`: choose the address to dial. */
-  #finalize(parts: Extract<UpstreamParts, { kind: 'parts' }>, familyHint: SocketAddr): Found<Upstream> {
+  #finalize(parts: Extract<UpstreamParts, { kind: 'parts' }>, familyHint: SocketAddress): Found<Upstream> {
     const address = chooseAddress(parts.workload, familyHint.ip, parts.service?.ipFamilies);
     if (address === undefined) {
       return {
@@ -400,7 +401,7 @@ class Planner {
     const gw = upstream.waypoint;
     if (gw === undefined) return false;
     const { source, snapshot } = this.#in;
-    const srcIp = unmapIpv4(this.#in.sourceIp) ?? this.#in.sourceIp;
+    const srcIp = canonicalPeerIp(this.#in.sourceIp) ?? this.#in.sourceIp;
     const isWaypoint = (w: Workload) => identityEquals(w.identity, source.identity) && w.addresses.includes(srcIp);
     const d = gw.destination;
     if (d.kind === 'address') {

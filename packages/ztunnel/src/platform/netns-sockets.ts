@@ -26,7 +26,7 @@ import {
   type SocketFactory,
   type StreamBufferOptions,
   type UdpOptions,
-} from './sockets.js';
+} from '@ambient/dataplane';
 
 export type TransparentMode = 'off' | 'best-effort' | 'required';
 

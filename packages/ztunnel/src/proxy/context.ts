@@ -4,7 +4,7 @@
  */
 import type { Clock, Snapshot, Store, Workload } from '@ambient/control';
 import type { Logger } from 'pino';
-import type { SocketFactory } from '../platform/sockets.js';
+import type { SocketFactory } from '@ambient/dataplane';
 
 export interface InboundContext {
   readonly store: Pick<Store, 'snapshot' | 'subscribe'>;

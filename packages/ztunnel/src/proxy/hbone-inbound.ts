@@ -13,16 +13,16 @@ import type { Snapshot, Workload } from '@ambient/control';
 import { identityToString } from '@ambient/control';
 import { evaluate, describeDecision } from '../authz/evaluate.js';
 import type { ConnectionManager } from '../connection-manager.js';
-import { ERROR_DISPOSITIONS, ProxyError, asProxyError } from '../errors.js';
-import { baggageForWorkload, encodeBaggage, formatAuthority, type HboneAuthority } from '../hbone/headers.js';
-import type { ConnectHandler, ConnectRequest } from '../hbone/server.js';
+import { ERROR_DISPOSITIONS, ProxyError, asProxyError } from '@ambient/dataplane';
+import { baggageForWorkload, encodeBaggage, formatAuthority, type HboneAuthority } from '@ambient/dataplane';
+import type { ConnectHandler, ConnectRequest } from '@ambient/dataplane';
 import { planInbound, type Authority } from '../inbound/plan.js';
 import { awaitWorkload } from './await-workload.js';
 import { relayAndRecord } from './relay.js';
-import { encodeProxyV2 } from '../io/proxy-protocol.js';
+import { encodeProxyV2 } from '@ambient/dataplane';
 import type { ConnectionResults } from '../metrics/connection-result.js';
 import type { DerivedWorkload } from '../metrics/traffic.js';
-import { formatAddress } from '../platform/sockets.js';
+import { formatSocketAddress } from '@ambient/dataplane';
 import type { InboundContext } from './context.js';
 import { connectUpstream, originalSource } from './upstream.js';
 
@@ -89,8 +89,8 @@ async function serveConnect(deps: HboneInboundDeps, req: ConnectRequest): Promis
       : {}),
   };
   const result = deps.results.start({
-    src: formatAddress(src),
-    dst: formatAddress(plan.target),
+    src: formatSocketAddress(src),
+    dst: formatSocketAddress(plan.target),
     hboneAddr: formatAuthority(req.request.authority),
     traffic: {
       reporter: 'destination',
@@ -161,7 +161,7 @@ async function serveConnect(deps: HboneInboundDeps, req: ConnectRequest): Promis
 
 function earlyDeny(req: ConnectRequest, log: InboundContext['log'], err: ProxyError): void {
   const d = ERROR_DISPOSITIONS[err.code];
-  log.warn({ src: formatAddress(req.remote), dst: formatAuthority(req.request.authority), error: err.message, code: err.code }, 'connection failed');
+  log.warn({ src: formatSocketAddress(req.remote), dst: formatAuthority(req.request.authority), error: err.message, code: err.code }, 'connection failed');
   req.reject(d.httpStatus ?? 503, err.message);
 }
 

@@ -16,14 +16,14 @@ import type { Clock, Identity, Random, Store, Workload, WorkloadCertificate } fr
 import { identityToString } from '@ambient/control';
 import type { Logger } from 'pino';
 import type { ConnectionManager } from '../connection-manager.js';
-import { ProxyError, asProxyError } from '../errors.js';
-import { baggageForWorkload, encodeConnectRequest, newTraceparent, parseHostPort } from '../hbone/headers.js';
-import { expectedIdentityVerifier, openInnerHbone } from '../hbone/client.js';
-import type { HbonePool } from '../hbone/pool.js';
+import { ProxyError, asProxyError } from '@ambient/dataplane';
+import { baggageForWorkload, encodeConnectRequest, newTraceparent, parseHostPort } from '@ambient/dataplane';
+import { expectedIdentityVerifier, openInnerHbone } from '@ambient/dataplane';
+import type { HbonePool } from '@ambient/dataplane';
 import { relayAndRecord } from './relay.js';
 import type { ConnectionResults } from '../metrics/connection-result.js';
 import { planOutbound, type OutboundPlan } from '../outbound/plan.js';
-import { formatAddress, type SocketAddress, type SocketFactory } from '../platform/sockets.js';
+import { formatSocketAddress, type SocketAddress, type SocketFactory } from '@ambient/dataplane';
 import { connectUpstream } from './upstream.js';
 
 export interface OutboundDeps {
@@ -69,7 +69,7 @@ export async function proxyOutbound(deps: OutboundDeps, c: OutboundConnection): 
     random: deps.random,
     hbonePort: deps.hbonePort,
   });
-  const log = deps.log.child({ src: formatAddress(c.peer), dst: formatAddress(c.origDst) });
+  const log = deps.log.child({ src: formatSocketAddress(c.peer), dst: formatSocketAddress(c.origDst) });
   if (plan.kind === 'reject') {
     const err = new ProxyError(plan.code, plan.message);
     log.warn({ error: err.message, code: err.code }, 'connection failed');
@@ -84,8 +84,8 @@ async function carryOut(deps: OutboundDeps, c: OutboundConnection, plan: Exclude
   const destination = plan.kind === 'passthrough' ? undefined : plan.destination;
   const dst = plan.kind === 'double-hbone' ? plan.gateway : plan.nextHop;
   const result = deps.results.start({
-    src: formatAddress(c.peer),
-    dst: formatAddress(dst),
+    src: formatSocketAddress(c.peer),
+    dst: formatSocketAddress(dst),
     hboneAddr: plan.kind === 'hbone' ? plan.authority : plan.kind === 'double-hbone' ? plan.innerAuthority : undefined,
     traffic: {
       reporter: 'source',

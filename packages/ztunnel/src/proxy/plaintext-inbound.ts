@@ -9,13 +9,13 @@
 import type { Socket } from 'node:net';
 import { describeDecision, evaluate } from '../authz/evaluate.js';
 import type { ConnectionManager } from '../connection-manager.js';
-import { ProxyError, asProxyError } from '../errors.js';
+import { ProxyError, asProxyError } from '@ambient/dataplane';
 import { awaitWorkload } from './await-workload.js';
 import { relayAndRecord } from './relay.js';
 import type { ConnectionResults } from '../metrics/connection-result.js';
 import { destinationServiceFor } from '../inbound/plan.js';
 import { isIllegalPort } from '../ports.js';
-import { formatAddress, peerAddress, type OriginalDestination } from '../platform/sockets.js';
+import { formatSocketAddress, peerAddress, type OriginalDestination } from '@ambient/dataplane';
 import type { InboundContext } from './context.js';
 import { connectUpstream, originalSource } from './upstream.js';
 
@@ -35,7 +35,7 @@ export async function servePlaintextInbound(deps: PlaintextInboundDeps, socket: 
     socket.destroy();
     return;
   }
-  const log = deps.log.child({ src: formatAddress(peer), dst: formatAddress(target) });
+  const log = deps.log.child({ src: formatSocketAddress(peer), dst: formatSocketAddress(target) });
   if (isIllegalPort(target.port, deps.illegalPorts)) {
     log.warn({ code: 'SELF_CALL' }, `connection failed: destination port ${target.port} is one of ztunnel's own ports`);
     socket.destroy();
@@ -49,8 +49,8 @@ export async function servePlaintextInbound(deps: PlaintextInboundDeps, socket: 
   }
   const { workload: local, snapshot } = found;
   const result = deps.results.start({
-    src: formatAddress(peer),
-    dst: formatAddress(target),
+    src: formatSocketAddress(peer),
+    dst: formatSocketAddress(target),
     traffic: {
       reporter: 'destination',
       source: snapshot.workloadByAddress(deps.network, peer.ip),

@@ -10,8 +10,8 @@
  */
 import type { Duplex } from 'node:stream';
 import type { Clock } from '@ambient/control';
-import { ProxyError } from '../errors.js';
-import { proxyBidirectional, type CopyResult } from '../io/copy.js';
+import { ProxyError } from '@ambient/dataplane';
+import { proxyBidirectional, type CopyResult } from '@ambient/dataplane';
 import type { ConnectionResult } from '../metrics/connection-result.js';
 
 export function copyOutcome(copied: CopyResult): ProxyError | undefined {

@@ -5,9 +5,9 @@
  */
 import type { Socket } from 'node:net';
 import type { Clock } from '@ambient/control';
-import { ProxyError } from '../errors.js';
-import type { SocketAddress, SocketFactory } from '../platform/sockets.js';
-import { formatAddress } from '../platform/sockets.js';
+import { ProxyError } from '@ambient/dataplane';
+import type { SocketAddress, SocketFactory } from '@ambient/dataplane';
+import { formatSocketAddress } from '@ambient/dataplane';
 
 export interface UpstreamConnectOptions {
   readonly sockets: SocketFactory;
@@ -21,7 +21,7 @@ export interface UpstreamConnectOptions {
 export function connectUpstream(o: UpstreamConnectOptions): Promise<Socket> {
   return new Promise((resolve, reject) => {
     const socket = o.sockets.connect(o.localAddress === undefined ? { ip: o.to.ip, port: o.to.port } : { ip: o.to.ip, port: o.to.port, localAddress: o.localAddress });
-    const target = formatAddress(o.to);
+    const target = formatSocketAddress(o.to);
     const finish = (err: ProxyError | undefined) => {
       timer.cancel();
       socket.off('connect', onConnect);

@@ -6,6 +6,7 @@
  * server's method selection and reply.
  */
 import { canonicalIp, ipFromBytes, ipToBytes } from '@ambient/control';
+import { canonicalPeerIp } from '@ambient/dataplane';
 
 export const SOCKS_VERSION = 0x05;
 export const METHOD_NO_AUTH = 0x00;
@@ -101,7 +102,7 @@ export function parseRequest(buf: Uint8Array): Parsed<SocksRequest> {
     if (buf.length < 4 + size + 2) return { status: 'incomplete' };
     const ip = ipFromBytes(buf.subarray(4, 4 + size));
     if (ip === undefined) return { status: 'error', reason: 'malformed address', answer: ReplyCode.GENERAL_FAILURE };
-    address = { kind: 'ip', ip: unmapIpv4(ip) };
+    address = { kind: 'ip', ip: canonicalPeerIp(ip) ?? ip };
     at = 4 + size;
   } else if (atyp === ATYP_DOMAIN) {
     if (buf.length < 5) return { status: 'incomplete' };
@@ -112,7 +113,7 @@ export function parseRequest(buf: Uint8Array): Parsed<SocksRequest> {
     if (problem !== undefined) return { status: 'error', reason: problem, answer: ReplyCode.HOST_UNREACHABLE };
     const name = Buffer.from(raw).toString('latin1');
     const literal = canonicalIp(name);
-    address = literal === undefined ? { kind: 'domain', name } : { kind: 'ip', ip: unmapIpv4(literal) };
+    address = literal === undefined ? { kind: 'domain', name } : { kind: 'ip', ip: canonicalPeerIp(literal) ?? literal };
     at = 5 + len;
   } else {
     return { status: 'error', reason: `unsupported address type ${atyp}`, answer: ReplyCode.ADDRESS_TYPE_NOT_SUPPORTED };
@@ -136,14 +137,6 @@ function hostnameProblem(raw: Uint8Array): string | undefined {
   return undefined;
 }
 
-/** An IPv4-mapped IPv6 address (`::ffff:a.b.c.d`) as plain IPv4; anything else unchanged. */
-export function unmapIpv4(ip: string): string {
-  const canonical = canonicalIp(ip);
-  if (canonical === undefined || !canonical.includes(':')) return ip;
-  const b = ipToBytes(canonical);
-  const mapped = b.subarray(0, 10).every((x) => x === 0) && b[10] === 0xff && b[11] === 0xff;
-  return mapped ? (ipFromBytes(b.subarray(12)) ?? ip) : ip;
-}
 
 /** The server's method selection: `05 00` (no auth) or `05 FF` (none acceptable). */
 export function encodeMethodSelection(method: typeof METHOD_NO_AUTH | typeof METHOD_NONE_ACCEPTABLE): Buffer {

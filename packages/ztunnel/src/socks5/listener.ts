@@ -24,7 +24,7 @@
 import { createServer, type Server, type Socket } from 'node:net';
 import type { AddressInfo } from 'node:net';
 import { canonicalIp, type Clock, type Logger, type Timer } from '@ambient/control';
-import type { ListenAddress } from '../config.js';
+import { canonicalPeerIp, formatSocketAddress as formatAddr, type ListenAddress, type SocketAddress } from '@ambient/dataplane';
 import type { RefusalRecorder } from '../metrics/components.js';
 import {
   encodeMethodSelection,
@@ -34,14 +34,8 @@ import {
   parseGreeting,
   parseRequest,
   ReplyCode,
-  unmapIpv4,
   type SocksRequest,
 } from './codec.js';
-
-export interface SocketAddress {
-  readonly ip: string;
-  readonly port: number;
-}
 
 /** A negotiated SOCKS5 connection, waiting for the handler's reply. */
 export interface Socks5Connection {
@@ -107,7 +101,7 @@ export async function startSocks5Listener(addr: ListenAddress, o: Socks5Listener
     const onError = (err: NodeJS.ErrnoException) => {
       server.off('listening', onListening);
       const hint = err.code === 'EADDRINUSE' ? '; another process is using the port: stop it or move the listener with ZTUNNEL_SOCKS5_ADDR' : '';
-      reject(new Error(`socks5 listener: cannot listen on ${formatAddress(host, addr.port)}: ${err.message}${hint}`, { cause: err }));
+      reject(new Error(`socks5 listener: cannot listen on ${formatAddr({ ip: host, port: addr.port })}: ${err.message}${hint}`, { cause: err }));
     };
     const onListening = () => {
       server.off('error', onError);
@@ -118,7 +112,7 @@ export async function startSocks5Listener(addr: ListenAddress, o: Socks5Listener
     server.listen({ host, port: addr.port });
   });
   const bound = server.address() as AddressInfo;
-  log.info({ address: formatAddress(bound.address, bound.port) }, 'listener established');
+  log.info({ address: formatAddr({ ip: bound.address, port: bound.port }) }, 'listener established');
 
   let closed: Promise<void> | undefined;
   return {
@@ -147,8 +141,8 @@ function negotiate(socket: Socket, o: Socks5ListenerOptions, log: Logger, handsh
     socket.destroy();
     return;
   }
-  const peer: SocketAddress = { ip: unmapIpv4(peerIp), port: peerPort };
-  const plog = log.child({ peer: formatAddress(peer.ip, peer.port) });
+  const peer: SocketAddress = { ip: canonicalPeerIp(peerIp) ?? peerIp, port: peerPort };
+  const plog = log.child({ peer: formatAddr({ ip: peer.ip, port: peer.port }) });
 
   let phase: 'greeting' | 'request' | 'resolving' | 'done' = 'greeting';
   let buffered: Buffer = Buffer.alloc(0);
@@ -236,7 +230,7 @@ function negotiate(socket: Socket, o: Socks5ListenerOptions, log: Logger, handsh
         refuse(ReplyCode.HOST_UNREACHABLE);
         return;
       }
-      ip = unmapIpv4(canonical);
+      ip = canonicalPeerIp(canonical) ?? canonical;
     } else {
       ip = req.address.ip;
     }
@@ -255,17 +249,14 @@ function negotiate(socket: Socket, o: Socks5ListenerOptions, log: Logger, handsh
       },
     };
     finish(() => undefined);
-    plog.debug({ dst: formatAddress(ip, req.port), hostname }, 'SOCKS5 request accepted');
+    plog.debug({ dst: formatAddr({ ip: ip, port: req.port }), hostname }, 'SOCKS5 request accepted');
     try {
       await o.handler(conn);
     } catch (err) {
-      plog.error({ err, dst: formatAddress(ip, req.port) }, 'SOCKS5 handler failed');
+      plog.error({ err, dst: formatAddr({ ip: ip, port: req.port }) }, 'SOCKS5 handler failed');
       if (!replied) conn.reply(ReplyCode.GENERAL_FAILURE);
       else socket.destroy();
     }
   };
 }
 
-function formatAddress(ip: string, port: number): string {
-  return ip.includes(':') ? `[${ip}]:${port}` : `${ip}:${port}`;
-}

@@ -30,11 +30,11 @@ import {
   type WorkloadCertificate,
 } from '@ambient/control';
 import type { TestControlPlane } from '@ambient/control/testing';
-import { createLogger } from '../../src/access-log.js';
+import { createLogger } from '@ambient/dataplane';
 import { buildApp, type App } from '../../src/app.js';
 import { parseConfig } from '../../src/config.js';
 import type { InpodPlatform } from '../../src/inpod/platform.js';
-import { nodeSocketFactory, type OriginalDestination } from '../../src/platform/sockets.js';
+import { nodeSocketFactory, type OriginalDestination } from '@ambient/dataplane';
 
 /** How long an awaited event may take before the test fails with what was seen. */
 export const WAIT_MS = 10_000;

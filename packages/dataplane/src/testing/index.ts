@@ -1,0 +1,2 @@
+export * from './certs.js';
+export * from './crl.js';
