@@ -10,7 +10,7 @@
  * target (tracing's `Targets` semantics; a `ztunnel::` prefix is ignored).
  * As in ztunnel, a filter without a bare level turns everything else off.
  */
-import { fail, ok, rejection, systemClock, type Clock, type Logger, type Result } from '@ambient/control';
+import { fail, ok, rejection, systemClock, type Clock, type Result } from '@ambient/control';
 import { pino, type Logger as PinoLogger } from 'pino';
 
 /** LOG_FORMAT: ztunnel's plain lines or JSON. */

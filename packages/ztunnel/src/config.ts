@@ -7,7 +7,6 @@
  * reported at once, naming the variable, the value and what was expected.
  */
 import {
-  canonicalIp,
   fail,
   ok,
   parseControlEnv,

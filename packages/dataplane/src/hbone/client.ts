@@ -33,12 +33,11 @@
  * - 'close' listeners run exactly once, after the session closed.
  */
 import { createSecureContext, connect as tlsConnect, type PeerCertificate, type SecureContext, type TLSSocket } from 'node:tls';
-import { connect as netConnect, isIPv6, type Socket } from 'node:net';
+import { connect as netConnect, type Socket } from 'node:net';
 import { connect as h2Connect, constants as h2c, type ClientHttp2Session, type ClientHttp2Stream, type IncomingHttpHeaders, type IncomingHttpStatusHeader, type OutgoingHttpHeaders } from 'node:http2';
 import { X509Certificate } from 'node:crypto';
 import type { Duplex } from 'node:stream';
 import {
-  canonicalIp,
   fail,
   formatRejections,
   ok,

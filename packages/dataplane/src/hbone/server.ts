@@ -41,7 +41,6 @@ import net from 'node:net';
 import type { Duplex } from 'node:stream';
 import tls from 'node:tls';
 import {
-  canonicalIp,
   formatRejections,
   type Clock,
   type Identity,

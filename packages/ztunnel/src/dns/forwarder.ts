@@ -22,7 +22,7 @@
  * - after close() no new socket is opened and every attempt settles as
  *   aborted.
  */
-import { canonicalIp, type Clock, type Logger, type Random } from '@ambient/control';
+import { type Clock, type Logger, type Random } from '@ambient/control';
 import type { RemoteInfo, Socket as UdpSocket } from 'node:dgram';
 import type { Socket } from 'node:net';
 import type { Question } from 'dns-packet';
