@@ -100,6 +100,21 @@ export function asProxyError(err: unknown): ProxyError {
   return new ProxyError('INTERNAL', err instanceof Error ? err.message : String(err), { cause: err });
 }
 
+/** An error's message with its system code (ECONNREFUSED, ERR_SSL_...), for log lines and refusals. */
+export function describeError(err: unknown): string {
+  if (err instanceof Error) {
+    const code = (err as { code?: unknown }).code;
+    return typeof code === 'string' && !err.message.includes(code) ? `${err.message} (${code})` : err.message;
+  }
+  return String(err);
+}
+
+/** The first line of an error's message, at most 300 characters (TLS errors carry OpenSSL stacks). */
+export function firstLine(err: unknown): string {
+  const message = err instanceof Error ? err.message : String(err);
+  return (message.split('\n')[0] ?? '').slice(0, 300);
+}
+
 /** Response flags that count as failed connections (istio_tcp_connections_failed_total). */
 export const FAILED_FLAGS: ReadonlySet<ResponseFlag> = new Set([
   'CONNECT', 'DENY', 'TLS_FAILURE', 'H2_HANDSHAKE_FAILURE', 'NETWORK_POLICY', 'IDENTITY_ERROR', 'CERT_REVOKED',

@@ -35,23 +35,16 @@
  * long-lived stream is not dropped from the pool while in use), and the peer's
  * stream limit is read live from its SETTINGS rather than once at handshake.
  */
-import { canonicalIp, identityToString, parseIdentity, type Clock, type Identity, type Logger, type Timer, type WorkloadCertificate } from '@ambient/control';
+import { canonicalIp, identityEquals, identityToString, type Clock, type Identity, type Logger, type Timer, type WorkloadCertificate } from '@ambient/control';
 import type { X509Certificate } from 'node:crypto';
 import { asProxyError, ProxyError } from '../errors.js';
-import { formatSocketAddress, type SocketAddress } from '../net/address.js';
-import { describeRevocation, type RevocationSource } from '../tls/crl/manager.js';
 import type { TcpSocketOptions } from '../io/socket-options.js';
-import {
-  DEFAULT_CONNECT_TIMEOUT_MS,
-  dialHbone,
-  expectedIdentityVerifier,
-  type ConnectSocket,
-  type HboneClientSettings,
-  type HboneConnection,
-  type HboneStream,
-  type HboneStreamRequest,
-  type VerifyPeer,
-} from './client.js';
+import { formatSocketAddress, type SocketAddress } from '../net/address.js';
+import type { SocketFactory } from '../platform/sockets.js';
+import { TlsMaterialCache } from '../tls/contexts.js';
+import { describeRevocation, type RevocationSource } from '../tls/crl/manager.js';
+import type { HboneClientSettings, HboneConnection, HboneStream, HboneStreamRequest } from './connection.js';
+import { DEFAULT_CONNECT_TIMEOUT_MS, dialHbone } from './dial.js';
 
 /** POOL_MAX_STREAMS_PER_CONNECTION default. */
 export const POOL_MAX_STREAMS_PER_CONNECTION = 100;
@@ -59,20 +52,21 @@ export const POOL_MAX_STREAMS_PER_CONNECTION = 100;
 export const POOL_UNUSED_RELEASE_TIMEOUT_MS = 5 * 60 * 1000;
 
 export interface PoolKey {
-  /** Source workload SPIFFE identity (the certificate we present). */
-  readonly srcIdentity: string;
-  /** Expected destination SPIFFE identities (any order; the key sorts them). */
-  readonly dstIdentities: readonly string[];
+  /** Source workload identity (the certificate we present). */
+  readonly srcIdentity: Identity;
+  /** Expected destination identities (any order; the key sorts them). */
+  readonly dstIdentities: readonly Identity[];
   /** TCP next hop (pod or waypoint or gateway IP, HBONE port). */
   readonly nextHop: SocketAddress;
   /** The application's source IP. */
   readonly srcIp: string;
 }
 
-/** The canonical, injective string form of a key (also its config-dump name). */
+/** The canonical, injective string form of a key (its map key and config-dump name; never parsed back). */
 export function poolKeyString(key: PoolKey): string {
-  const dst = [...new Set(key.dstIdentities)].sort();
-  return JSON.stringify([key.srcIdentity, dst, canonicalIp(key.nextHop.ip) ?? key.nextHop.ip, key.nextHop.port, canonicalIp(key.srcIp) ?? key.srcIp]);
+  const dst = [...new Set(key.dstIdentities.map(identityToString))].sort();
+  // SocketAddress IPs are canonical by construction; canonicalizing again keeps the key injective whatever a caller passed.
+  return JSON.stringify([identityToString(key.srcIdentity), dst, canonicalIp(key.nextHop.ip) ?? key.nextHop.ip, key.nextHop.port, canonicalIp(key.srcIp) ?? key.srcIp]);
 }
 
 /** Dials a new connection for `key` (certificate for srcIdentity, verifier for dstIdentities). */
@@ -81,16 +75,15 @@ export type PoolDialer = (key: PoolKey, signal: AbortSignal) => Promise<HboneCon
 export interface HboneDialerOptions {
   /** Our certificate for a source identity (the certificate manager); rejects when none is available. */
   readonly certificateFor: (identity: Identity) => Promise<WorkloadCertificate>;
-  /**
-   * The SPIFFE check for a set of expected identities, given the certificate
-   * we dial with (its roots are the workload trust roots). Default: the
-   * interim check in client.ts; wire tls/spiffe-verify.ts here.
-   */
-  readonly verifierFor?: (expected: readonly string[], certificate: WorkloadCertificate) => VerifyPeer;
+  /** One TLS material (SecureContext) per certificate, shared with the HBONE server. */
+  readonly materials?: TlsMaterialCache;
+  /** CRL_PATH's lists for the source side: revoked servers are refused at the handshake. */
+  readonly revocation?: RevocationSource | undefined;
   readonly clock: Clock;
   /** CONNECTION_TIMEOUT (default 10 s). */
   readonly connectTimeoutMs?: number;
-  readonly connect?: ConnectSocket;
+  /** The proxy's socket factory (in-pod mode: sockets inside the pod's netns, with SO_MARK). */
+  readonly sockets: Pick<SocketFactory, 'connect'>;
   /** Bind the TCP socket to the key's source IP (ztunnel's pool does not: it dials from the node). */
   readonly bindSourceIp?: boolean;
   readonly settings?: Partial<HboneClientSettings>;
@@ -101,34 +94,35 @@ export interface HboneDialerOptions {
 /**
  * The production dialer: fetches the certificate of the key's source identity
  * (failing closed with CERT_UNAVAILABLE), checks it really is that identity,
- * and dials with a verifier for the key's expected destination identities.
+ * and dials expecting the key's destination identities (the one peer
+ * verifier, with revocation).
  */
 export function hboneDialer(options: HboneDialerOptions): PoolDialer {
-  const verifierFor = options.verifierFor ?? ((expected: readonly string[]) => expectedIdentityVerifier(expected));
+  const materials = options.materials ?? new TlsMaterialCache();
   return async (key, signal) => {
-    const parsed = parseIdentity(key.srcIdentity);
-    if (!parsed.ok) throw new ProxyError('CERT_UNAVAILABLE', `source identity "${key.srcIdentity}" is not a SPIFFE identity`);
+    const src = identityToString(key.srcIdentity);
     let certificate: WorkloadCertificate;
     try {
-      certificate = await options.certificateFor(parsed.value);
+      certificate = await options.certificateFor(key.srcIdentity);
     } catch (err) {
-      throw new ProxyError('CERT_UNAVAILABLE', `no certificate for ${key.srcIdentity}: ${err instanceof Error ? err.message : String(err)}`, { cause: err });
+      throw new ProxyError('CERT_UNAVAILABLE', `no certificate for ${src}: ${err instanceof Error ? err.message : String(err)}`, { cause: err });
     }
-    if (identityToString(certificate.identity) !== key.srcIdentity) {
-      throw new ProxyError('CERT_UNAVAILABLE', `certificate for ${identityToString(certificate.identity)} offered for source identity ${key.srcIdentity}`);
+    if (!identityEquals(certificate.identity, key.srcIdentity)) {
+      throw new ProxyError('CERT_UNAVAILABLE', `certificate for ${identityToString(certificate.identity)} offered for source identity ${src}`);
     }
     return dialHbone({
       nextHop: key.nextHop,
-      certificate,
-      verifyPeer: verifierFor(key.dstIdentities, certificate),
+      material: materials.get(certificate),
+      expected: key.dstIdentities,
+      revocation: options.revocation,
+      sockets: options.sockets,
       connectTimeoutMs: options.connectTimeoutMs ?? DEFAULT_CONNECT_TIMEOUT_MS,
       clock: options.clock,
       signal,
-      ...(options.connect === undefined ? {} : { connect: options.connect }),
-      ...(options.bindSourceIp === true ? { sourceIp: key.srcIp } : {}),
-      ...(options.settings === undefined ? {} : { settings: options.settings }),
-      ...(options.tcp === undefined ? {} : { tcp: options.tcp }),
-      ...(options.log === undefined ? {} : { log: options.log }),
+      sourceIp: options.bindSourceIp === true ? key.srcIp : undefined,
+      settings: options.settings,
+      tcp: options.tcp,
+      log: options.log,
     });
   };
 }
@@ -450,8 +444,8 @@ export class HbonePool {
   connections(): PoolConnectionDump[] {
     return [...this.#live.values()].map((p) => ({
       key: p.entry.id,
-      srcIdentity: p.entry.key.srcIdentity,
-      dstIdentities: [...new Set(p.entry.key.dstIdentities)].sort(),
+      srcIdentity: identityToString(p.entry.key.srcIdentity),
+      dstIdentities: [...new Set(p.entry.key.dstIdentities.map(identityToString))].sort(),
       nextHop: formatSocketAddress(p.entry.key.nextHop),
       srcIp: p.entry.key.srcIp,
       pooled: !p.released,

@@ -1,59 +1,46 @@
 /**
  * The HBONE server transport (port 15008, ztunnel `inbound.rs` accept loop and
- * `h2/server.rs`): TCP → TLS 1.3 with a client certificate and the SPIFFE peer
- * checks → HTTP/2 with ztunnel's settings → one validated CONNECT per stream,
- * handed to the injected `onConnect` as a ConnectRequest. Everything after that
- * (destination checks, RBAC, upstream connect) belongs to the handler, which
- * decides the status: the stream's bytes only become reachable through
- * `accept()`, which sends the 200 first, so nothing the client sends can reach
- * an upstream before the handler said yes.
- *
- * Which certificate to present comes from `certificateFor(localAddress)`, per
- * connection, so one server can serve several pod identities (in-pod mode).
+ * `h2/server.rs`), as stages: accept (connection cap, drain) → mTLS
+ * (acceptor.ts: certificate per local address, TLS 1.3, the one PeerVerifier)
+ * → HTTP/2 with ztunnel's settings and our flood limits (server-limits.ts) →
+ * one validated CONNECT per stream (connect-codec.ts), handed to the injected
+ * `onConnect` as a ConnectRequest. Everything after that (destination checks,
+ * RBAC, upstream connect) belongs to the handler, which decides the status:
+ * the stream's bytes only become reachable through `accept()`, which sends
+ * the 200 first, so nothing the client sends can reach an upstream before
+ * the handler said yes.
  *
  * With CRL_PATH (`revocation`), a client whose chain holds a revoked
  * certificate is refused after the handshake (CERT_REVOKED), and after every
  * CRL reload each live connection whose peer is now revoked is closed
  * abruptly (GOAWAY, streams reset), as ztunnel's revocation index does.
  *
- * Beyond ztunnel: TLS handshake timeout, first-request timeout, a global
- * connection cap, rapid-reset and PING/SETTINGS flood budgets, and Node's http2
- * flood limits set deliberately (server-limits.ts). Each fires `onLimit(kind)`
- * and logs what happened.
+ * Each protection fires `onLimit(kind)` and logs what happened.
  *
  * Invariants:
  * - Every accepted socket is in #connections from accept until its 'close';
  *   its timers are cancelled and `onConnectionClose` fires exactly once then.
  * - A connection moves tls → h2 → closed, never backwards. onConnect is only
- *   called on an h2 connection whose peer passed verifyClientPeer, for a stream
+ *   called on an h2 connection whose peer the acceptor verified, for a stream
  *   whose headers passed decodeConnectRequest.
- * - A TLS socket is matched to its accepted connection by its TCP 4-tuple
- *   (unique among live connections) while it is alive — in the ALPN callback
- *   or at 'secureConnection' — and by a WeakMap afterwards; an unmatched TLS
- *   socket is closed (fail closed).
  * - A ConnectRequest is answered at most once; `accept` is the only way to the
  *   stream's data.
  * - After drain() no new connection is served; after close() none remains.
  */
 import type { X509Certificate } from 'node:crypto';
 import http2, { type IncomingHttpHeaders, type OutgoingHttpHeaders, type ServerHttp2Session, type ServerHttp2Stream } from 'node:http2';
-import net from 'node:net';
+import type net from 'node:net';
 import type { Duplex } from 'node:stream';
-import tls from 'node:tls';
-import {
-  formatRejections,
-  type Clock,
-  type Identity,
-  type Logger,
-  type Timer,
-  type WorkloadCertificate,
-} from '@ambient/control';
-import { asProxyError, ERROR_DISPOSITIONS, ProxyError, type ProxyErrorCode } from '../errors.js';
-import { describeRevocation, revocationRejection, type RevocationSource } from '../tls/crl/manager.js';
-import { peerChainOf, serverTlsOptions, TlsMaterialCache, verifyClientPeer, type TlsMaterial } from '../tls/contexts.js';
-import type { PeerCheck } from '../tls/spiffe-verify.js';
-import { canonicalPeerIp, formatSocketAddress, localAddressOf, peerAddress, type SocketAddress } from '../net/address.js';
+import type tls from 'node:tls';
+import { formatRejections, type Clock, type Identity, type Logger, type Timer, type WorkloadCertificate } from '@ambient/control';
+import { asProxyError, ERROR_DISPOSITIONS, firstLine, ProxyError, type ProxyErrorCode } from '../errors.js';
+import { describeRevocation, type RevocationSource } from '../tls/crl/manager.js';
+import type { TlsMaterialCache } from '../tls/contexts.js';
+import type { PeerCheck, VerifiedPeer } from '../tls/spiffe-verify.js';
+import { formatSocketAddress, localAddressOf, peerAddress, type SocketAddress } from '../net/address.js';
+import { MtlsAcceptor, type AcceptedPeer, type AcceptRefusal, type Acceptance } from './acceptor.js';
 import { decodeConnectRequest, type DecodedConnectRequest } from './connect-codec.js';
+import { startKeepalive, type Keepalive } from './keepalive.js';
 import {
   http2SessionOptions,
   resolveHboneServerLimits,
@@ -66,11 +53,8 @@ import {
 const { NGHTTP2_NO_ERROR, NGHTTP2_ENHANCE_YOUR_CALM } = http2.constants;
 const LIMIT_LOG_INTERVAL_MS = 1000;
 
-export interface PeerInfo {
-  readonly identity: Identity;
-  readonly spiffeId: string;
-  readonly certificate: X509Certificate;
-}
+/** The verified mTLS peer of a connection. */
+export type PeerInfo = VerifiedPeer;
 
 export type ConnectState = 'pending' | 'accepted' | 'rejected';
 
@@ -119,8 +103,8 @@ export interface HboneRefusal extends InboundConnectionInfo {
   readonly reason: string;
   readonly streamId?: number;
   readonly peerIdentity?: Identity;
-  /** For PEER_IDENTITY_INVALID: which SPIFFE checks failed. */
-  readonly checks?: readonly PeerCheck[];
+  /** For PEER_IDENTITY_INVALID / CERT_REVOKED: which checks failed. */
+  readonly checks?: readonly (PeerCheck | 'revoked')[];
 }
 
 export interface HboneServerHooks {
@@ -148,16 +132,15 @@ export interface HboneServerOptions {
 type Phase = 'tls' | 'h2' | 'closed';
 
 interface Connection extends InboundConnectionInfo {
-  readonly key: string;
   readonly raw: net.Socket;
   readonly log: Logger;
   phase: Phase;
-  /** The handshake timer in phase tls, the first-request timer in phase h2 until the first stream. */
+  /** The TLS phase, until the acceptor reported its outcome. */
+  acceptance: Acceptance | undefined;
+  /** The first-request timer in phase h2 until the first stream. */
   timer: Timer | undefined;
-  pingTimer: Timer | undefined;
-  pingTimeout: Timer | undefined;
+  keepalive: Keepalive | undefined;
   tls: tls.TLSSocket | undefined;
-  tlsError: Error | undefined;
   session: ServerHttp2Session | undefined;
   /** Set once we decided to end the session (limit, drain, close): later errors are consequences. */
   ending: boolean;
@@ -168,46 +151,6 @@ interface Connection extends InboundConnectionInfo {
   /** The verified peer chain and our roots, kept for re-checks on CRL reloads (only with `revocation`). */
   peerChain: readonly X509Certificate[] | undefined;
   roots: readonly X509Certificate[];
-}
-
-function socketKey(s: net.Socket): string | undefined {
-  const { localAddress, localPort, remoteAddress, remotePort } = s;
-  if (localAddress === undefined || localPort === undefined || remoteAddress === undefined || remotePort === undefined) return undefined;
-  return `${localAddress}|${localPort}|${remoteAddress}|${remotePort}`;
-}
-
-function firstLine(err: unknown): string {
-  const message = err instanceof Error ? err.message : String(err);
-  return (message.split('\n')[0] ?? '').slice(0, 300);
-}
-
-/** What a TLS handshake failure means, in words a user can act on. */
-function describeTlsFailure(err: Error | undefined, authorizationError: string | Error | null | undefined): { code: ProxyErrorCode; reason: string } {
-  if (authorizationError) return { code: 'TLS_HANDSHAKE_FAILED', reason: `client certificate rejected by the workload trust roots: ${String(authorizationError)}` };
-  const code = (err as { code?: string } | undefined)?.code;
-  switch (code) {
-    case undefined:
-      return { code: 'TLS_HANDSHAKE_FAILED', reason: 'the client closed the connection during the TLS handshake' };
-    case 'ECONNRESET':
-      return { code: 'TLS_HANDSHAKE_FAILED', reason: 'the client closed the connection during the TLS handshake' };
-    case 'ERR_TLS_HANDSHAKE_TIMEOUT':
-      return { code: 'TLS_HANDSHAKE_TIMEOUT', reason: 'TLS handshake timed out' };
-    case 'ERR_SSL_PEER_DID_NOT_RETURN_A_CERTIFICATE':
-      return { code: 'TLS_HANDSHAKE_FAILED', reason: 'the client presented no certificate (HBONE requires mTLS)' };
-    case 'ERR_SSL_NO_APPLICATION_PROTOCOL':
-      return { code: 'TLS_HANDSHAKE_FAILED', reason: 'the client did not offer ALPN "h2"' };
-    case 'ERR_SSL_HTTP_REQUEST':
-      return { code: 'TLS_HANDSHAKE_FAILED', reason: 'the client sent a plaintext HTTP request instead of a TLS ClientHello' };
-    case 'ERR_SSL_WRONG_VERSION_NUMBER':
-    case 'ERR_SSL_UNSUPPORTED_PROTOCOL':
-    case 'ERR_SSL_PACKET_LENGTH_TOO_LONG':
-    case 'ERR_SSL_RECORD_LENGTH_MISMATCH':
-      return { code: 'TLS_HANDSHAKE_FAILED', reason: `not a TLS 1.3 ClientHello (${firstLine(err).replace(/^.*:([^:]+)$/, '$1')})` };
-    case 'ERR_SSL_NO_SHARED_CIPHER':
-      return { code: 'TLS_HANDSHAKE_FAILED', reason: 'no shared cipher suite (HBONE offers TLS_AES_256_GCM_SHA384 and TLS_AES_128_GCM_SHA256 only)' };
-    default:
-      return { code: 'TLS_HANDSHAKE_FAILED', reason: `TLS handshake failed: ${code} ${firstLine(err)}` };
-  }
 }
 
 /** A CONNECT stream and the handler's single answer. */
@@ -277,20 +220,14 @@ function respondAndClose(stream: ServerHttp2Stream, status: number, headers: Out
 export class HboneServer {
   readonly #clock: Clock;
   readonly #log: Logger;
-  readonly #certificateFor: (local: SocketAddress) => Promise<WorkloadCertificate>;
   readonly #onConnect: ConnectHandler;
   readonly #hooks: HboneServerHooks;
   readonly #limits: HboneServerLimits;
   readonly #sessionOptions: HboneSessionOptions;
-  readonly #materials: TlsMaterialCache;
   readonly #revocation: RevocationSource | undefined;
   readonly #unsubscribeCrl: () => void;
-  readonly #tlsServers = new WeakMap<TlsMaterial, tls.Server>();
+  readonly #acceptor: MtlsAcceptor;
   readonly #connections = new Set<Connection>();
-  /** Accepted connections whose TLS socket is not matched yet, by TCP 4-tuple. */
-  readonly #awaitingTls = new Map<string, Connection>();
-  readonly #byTlsSocket = new WeakMap<tls.TLSSocket, Connection>();
-  readonly #ownedServers: net.Server[] = [];
   readonly #attached = new Map<net.Server, (socket: net.Socket) => void>();
   readonly #idleWaiters: Array<() => void> = [];
   readonly #limitLog = new Map<HboneLimitKind, { at: number; suppressed: number }>();
@@ -304,11 +241,16 @@ export class HboneServer {
     this.#sessionOptions = http2SessionOptions(limits.value);
     this.#clock = options.clock;
     this.#log = options.log.child({ component: 'hbone-server' });
-    this.#certificateFor = options.certificateFor;
     this.#onConnect = options.onConnect;
     this.#hooks = options.hooks ?? {};
-    this.#materials = options.tlsMaterials ?? new TlsMaterialCache();
     this.#revocation = options.revocation;
+    this.#acceptor = new MtlsAcceptor({
+      clock: options.clock,
+      certificateFor: options.certificateFor,
+      materials: options.tlsMaterials,
+      revocation: options.revocation,
+      handshakeTimeoutMs: limits.value.tlsHandshakeTimeoutMs,
+    });
     this.#unsubscribeCrl = options.revocation?.onReload(() => this.#closeRevoked()) ?? (() => {});
   }
 
@@ -319,26 +261,6 @@ export class HboneServer {
   /** Open connections, in any phase. */
   get connectionCount(): number {
     return this.#connections.size;
-  }
-
-  /** Binds a listener of our own and serves it; resolves with the bound address. */
-  async listen(address: { readonly host: string; readonly port: number }): Promise<SocketAddress> {
-    if (this.#state !== 'running') throw new Error('HboneServer.listen: the server is draining or closed');
-    const server = net.createServer({ pauseOnConnect: true, noDelay: true, keepAlive: true, keepAliveInitialDelay: 180_000 });
-    await new Promise<void>((resolve, reject) => {
-      server.once('error', reject);
-      server.listen({ host: address.host, port: address.port }, () => {
-        server.off('error', reject);
-        resolve();
-      });
-    });
-    server.on('error', (err) => this.#log.error({ err }, 'HBONE listener error'));
-    server.on('connection', (socket) => this.handleConnection(socket));
-    this.#ownedServers.push(server);
-    const bound = server.address() as net.AddressInfo;
-    const result = { ip: canonicalPeerIp(bound.address) ?? bound.address, port: bound.port };
-    this.#log.info({ address: formatSocketAddress(result) }, 'HBONE listener established');
-    return result;
   }
 
   /**
@@ -361,8 +283,7 @@ export class HboneServer {
     raw.on('error', (err) => this.#log.debug({ err: firstLine(err) }, 'HBONE socket error'));
     const local = localAddressOf(raw);
     const remote = peerAddress(raw);
-    const key = socketKey(raw);
-    if (local === undefined || remote === undefined || key === undefined) {
+    if (local === undefined || remote === undefined) {
       raw.destroy();
       return;
     }
@@ -379,18 +300,12 @@ export class HboneServer {
       raw.destroy();
       return;
     }
-    if (this.#awaitingTls.has(key)) {
-      // Cannot happen for live TCP sockets; refuse rather than mismatch identities.
-      this.#log.error({ key }, 'HBONE socket 4-tuple already in use; closing the new socket');
-      raw.destroy();
-      return;
-    }
     const conn: Connection = {
-      connectionId, local, remote, key, raw,
+      connectionId, local, remote, raw,
       log: this.#log.child({ conn: connectionId, src: formatSocketAddress(remote), dst: formatSocketAddress(local) }),
       phase: 'tls',
-      timer: undefined, pingTimer: undefined, pingTimeout: undefined,
-      tls: undefined, tlsError: undefined, session: undefined,
+      acceptance: undefined, timer: undefined, keepalive: undefined,
+      tls: undefined, session: undefined,
       ending: false, refused: false, streams: 0, peerChain: undefined, roots: [],
       resets: new TokenBucket(this.#limits.rapidReset, () => this.#clock.monotonic()),
       controlFrames: new TokenBucket(this.#limits.controlFrames, () => this.#clock.monotonic()),
@@ -398,125 +313,38 @@ export class HboneServer {
     raw.setNoDelay(true);
     raw.setKeepAlive(true, 180_000); // ztunnel KEEPALIVE_TIME default
     this.#connections.add(conn);
-    this.#awaitingTls.set(key, conn);
     raw.once('close', () => this.#onClosed(conn));
     this.#hooks.onConnectionOpen?.({ connectionId, local, remote });
-    conn.timer = this.#clock.setTimer(this.#limits.tlsHandshakeTimeoutMs, () => {
-      if (conn.phase !== 'tls') return;
-      this.#limit('tls-handshake-timeout', '', conn.log, true);
-      this.#refuse(conn, 'TLS_HANDSHAKE_TIMEOUT', `TLS handshake not completed within ${this.#limits.tlsHandshakeTimeoutMs} ms`, conn.log);
-      raw.destroy();
-    });
-    void this.#startTls(conn);
-  }
-
-  async #startTls(conn: Connection): Promise<void> {
-    let material: TlsMaterial;
-    try {
-      const cert = await this.#certificateFor(conn.local);
-      material = this.#materials.get(cert);
-    } catch (err) {
-      if (conn.phase !== 'tls') return;
-      const e = asProxyError(err);
-      this.#refuse(conn, 'CERT_UNAVAILABLE', `no certificate to serve ${formatSocketAddress(conn.local)}: ${e.message}`, conn.log);
-      conn.raw.destroy();
-      return;
-    }
-    if (conn.phase !== 'tls' || conn.raw.destroyed || this.#state === 'closed') return;
-    if (conn.raw.readableLength > 0) {
-      this.#refuse(conn, 'INTERNAL', 'bytes were read from the socket before TLS (the listener must use pauseOnConnect)', conn.log);
-      conn.raw.destroy();
-      return;
-    }
-    this.#tlsServerFor(material).emit('connection', conn.raw);
-  }
-
-  /** One tls.Server (and so one SecureContext) per certificate; it never listens. */
-  #tlsServerFor(material: TlsMaterial): tls.Server {
-    let server = this.#tlsServers.get(material);
-    if (server !== undefined) return server;
-    // eslint-disable-next-line @typescript-eslint/no-this-alias
-    const self = this;
-    const { ALPNProtocols: _unused, ...options } = serverTlsOptions(material.certificate, {
-      handshakeTimeoutMs: this.#limits.tlsHandshakeTimeoutMs + 1000,
-    });
-    server = tls.createServer({
-      ...options,
-      // Selects h2 (or refuses with no_application_protocol) and matches the TLS
-      // socket to its connection while the socket is certainly alive.
-      ALPNCallback(this: tls.TLSSocket, { protocols }: { servername: string; protocols: string[] }) {
-        self.#match(this);
-        return protocols.includes('h2') ? 'h2' : undefined;
+    conn.acceptance = this.#acceptor.accept({ raw, local, log: conn.log }, {
+      onTlsSocket: (socket) => {
+        conn.tls = socket;
+        socket.once('close', () => this.#onClosed(conn));
       },
+      onRefused: (refusal) => this.#onTlsRefused(conn, refusal),
+      onSecure: (accepted) => this.#onSecure(conn, accepted),
     });
-    server.on('secureConnection', (socket: tls.TLSSocket) => this.#onSecure(material, socket));
-    server.on('tlsClientError', (err: Error, socket: tls.TLSSocket) => this.#onTlsError(err, socket));
-    this.#tlsServers.set(material, server);
-    return server;
   }
 
-  #match(socket: tls.TLSSocket): Connection | undefined {
-    const known = this.#byTlsSocket.get(socket);
-    if (known !== undefined) return known;
-    const key = socketKey(socket); // also caches the addresses on the socket
-    const conn = key === undefined ? undefined : this.#awaitingTls.get(key);
-    if (conn === undefined) return undefined;
-    this.#awaitingTls.delete(conn.key);
-    this.#byTlsSocket.set(socket, conn);
-    conn.tls = socket;
-    socket.on('error', (err) => conn.log.debug({ err: firstLine(err) }, 'HBONE TLS socket error'));
-    socket.once('close', () => this.#onClosed(conn));
-    return conn;
+  #onTlsRefused(conn: Connection, refusal: AcceptRefusal): void {
+    conn.acceptance = undefined;
+    // Also after 'close': a TLS failure may be reported just after the socket closed.
+    if (conn.refused) return;
+    if (refusal.handshakeTimeout === true) this.#limit('tls-handshake-timeout', '', conn.log, true);
+    const { code, reason, handshakeTimeout: _timeout, ...extra } = refusal;
+    this.#refuse(conn, code, reason, conn.log, extra);
   }
 
-  #onTlsError(err: Error, socket: tls.TLSSocket): void {
-    const conn = this.#match(socket);
-    socket.destroy();
-    if (conn === undefined) {
-      this.#log.debug({ err: firstLine(err) }, 'TLS handshake failed on an already closed connection');
-      return;
-    }
-    conn.tlsError = err;
-    if (conn.phase !== 'tls' || conn.refused) return;
-    const { code, reason } = describeTlsFailure(err, socket.authorizationError);
-    this.#refuse(conn, code, reason, conn.log);
-  }
-
-  #onSecure(material: TlsMaterial, socket: tls.TLSSocket): void {
-    const conn = this.#match(socket);
-    if (conn === undefined) {
-      this.#log.error({}, 'TLS connection does not match an accepted socket; closing it');
+  #onSecure(conn: Connection, { socket, peer, chain, roots }: AcceptedPeer): void {
+    conn.acceptance = undefined;
+    if (conn.phase !== 'tls' || this.#state === 'closed') {
       socket.destroy();
       return;
     }
-    if (conn.phase !== 'tls') {
-      socket.destroy();
-      return;
-    }
-    const fail = (code: ProxyErrorCode, reason: string, extra: Partial<HboneRefusal> = {}) => {
-      this.#refuse(conn, code, reason, conn.log, extra);
-      socket.destroy();
-    };
-    if (!socket.authorized) return fail('TLS_HANDSHAKE_FAILED', `client certificate rejected: ${String(socket.authorizationError)}`);
-    if (socket.alpnProtocol !== 'h2') return fail('TLS_HANDSHAKE_FAILED', 'the client did not negotiate ALPN "h2"');
-    if (socket.getProtocol() !== 'TLSv1.3') return fail('TLS_HANDSHAKE_FAILED', `negotiated ${String(socket.getProtocol())}, only TLSv1.3 is allowed`);
-    if (socket.isSessionReused()) return fail('TLS_HANDSHAKE_FAILED', 'TLS session resumption is refused; every connection must verify the peer');
-    const verified = verifyClientPeer(socket, material, this.#clock.now());
-    if (!verified.ok) {
-      return fail('PEER_IDENTITY_INVALID', `client certificate refused: ${formatRejections(verified.errors)}`, {
-        checks: [...new Set(verified.errors.map((e) => e.check))],
-      });
-    }
-    const peer: PeerInfo = verified.value;
     if (this.#revocation !== undefined) {
-      const chain = peerChainOf(socket.getPeerCertificate(true));
-      const revoked = revocationRejection(this.#revocation, chain, material.roots);
-      if (revoked !== undefined) return fail('CERT_REVOKED', `client certificate of ${peer.spiffeId} refused: ${revoked.reason}`, { peerIdentity: peer.identity });
       if (chain.length === 0) this.#revocation.untracked();
       else conn.peerChain = chain;
-      conn.roots = material.roots;
+      conn.roots = roots;
     }
-    conn.timer?.cancel();
     conn.phase = 'h2';
     conn.log.debug({ peer: peer.spiffeId }, 'HBONE TLS connection accepted');
     this.#startSession(conn, socket, peer);
@@ -545,7 +373,7 @@ export class HboneServer {
     session.on('remoteSettings', onControlFrame);
     session.on('stream', (stream: ServerHttp2Stream, headers: IncomingHttpHeaders) => this.#onStream(conn, peer, stream, headers));
     session.once('close', () => {
-      this.#stopPing(conn);
+      conn.keepalive?.stop();
       if (!socket.destroyed) socket.destroy();
     });
     try {
@@ -560,7 +388,19 @@ export class HboneServer {
       conn.ending = true;
       session.destroy();
     });
-    this.#schedulePing(conn);
+    // ztunnel h2.rs do_ping_pong: no answer within the timeout drops the connection.
+    conn.keepalive = startKeepalive(session, {
+      clock: this.#clock,
+      intervalMs: this.#limits.pingIntervalMs,
+      timeoutMs: this.#limits.pingTimeoutMs,
+      onDead: (kind, reason) => {
+        if (conn.ending || session.destroyed) return;
+        conn.ending = true;
+        if (kind === 'timeout') this.#limit('keepalive-timeout', `${reason}; the peer may have shut down`, conn.log);
+        else conn.log.debug({ reason }, 'HTTP/2 keepalive failed; closing the connection');
+        session.destroy();
+      },
+    });
     if (this.#state !== 'running') this.#closeGracefully(conn);
   }
 
@@ -630,54 +470,8 @@ export class HboneServer {
     if (conn.ending) return;
     conn.ending = true;
     this.#limit(kind, reason, conn.log);
-    this.#stopPing(conn);
+    conn.keepalive?.stop();
     conn.session?.destroy(new Error(reason), NGHTTP2_ENHANCE_YOUR_CALM);
-  }
-
-  #schedulePing(conn: Connection): void {
-    conn.pingTimer = this.#clock.setTimer(this.#limits.pingIntervalMs, () => this.#ping(conn));
-  }
-
-  #stopPing(conn: Connection): void {
-    conn.pingTimer?.cancel();
-    conn.pingTimeout?.cancel();
-    conn.pingTimer = undefined;
-    conn.pingTimeout = undefined;
-  }
-
-  /** ztunnel h2.rs do_ping_pong: PING every interval; no answer within the timeout drops the connection. */
-  #ping(conn: Connection): void {
-    const session = conn.session;
-    if (session === undefined || session.destroyed || session.closed || conn.ending) return;
-    let settled = false;
-    conn.pingTimeout = this.#clock.setTimer(this.#limits.pingTimeoutMs, () => {
-      if (settled) return;
-      settled = true;
-      if (conn.ending || session.destroyed) return;
-      conn.ending = true;
-      this.#limit('keepalive-timeout', `PING not answered within ${this.#limits.pingTimeoutMs} ms; the peer may have shut down`, conn.log);
-      session.destroy();
-    });
-    try {
-      session.ping((err) => {
-        if (settled) return;
-        settled = true;
-        conn.pingTimeout?.cancel();
-        if (err) {
-          if (!session.destroyed && !conn.ending) {
-            conn.log.debug({ err: firstLine(err) }, 'HTTP/2 ping failed; closing the connection');
-            conn.ending = true;
-            session.destroy();
-          }
-          return;
-        }
-        this.#schedulePing(conn);
-      });
-    } catch (err) {
-      settled = true;
-      conn.pingTimeout?.cancel();
-      conn.log.debug({ err: firstLine(err) }, 'could not send HTTP/2 ping');
-    }
   }
 
   /** After a CRL reload: closes, abruptly, every established connection whose peer chain is now revoked. */
@@ -691,7 +485,7 @@ export class HboneServer {
       const reason = `${describeRevocation(verdict)}; closing the connection (CRL update)`;
       conn.log.warn({ code: 'CERT_REVOKED', reason, streamsSeen: conn.streams }, 'HBONE connection closed: peer certificate revoked');
       conn.ending = true;
-      this.#stopPing(conn);
+      conn.keepalive?.stop();
       // A security event: no graceful drain. GOAWAY, then every stream is reset with this error.
       conn.session?.destroy(new ProxyError('CERT_REVOKED', reason), NGHTTP2_NO_ERROR);
       conn.tls?.destroy();
@@ -699,7 +493,7 @@ export class HboneServer {
   }
 
   #closeGracefully(conn: Connection): void {
-    this.#stopPing(conn);
+    conn.keepalive?.stop();
     const session = conn.session;
     if (session === undefined || session.destroyed || session.closed) return;
     try {
@@ -711,23 +505,13 @@ export class HboneServer {
 
   #onClosed(conn: Connection): void {
     if (conn.phase === 'closed') return;
-    const wasTls = conn.phase === 'tls';
     conn.phase = 'closed';
     conn.timer?.cancel();
     conn.timer = undefined;
-    this.#stopPing(conn);
-    if (this.#awaitingTls.get(conn.key) === conn) this.#awaitingTls.delete(conn.key);
+    conn.keepalive?.stop();
     if (conn.tls !== undefined && !conn.tls.destroyed) conn.tls.destroy();
     if (!conn.raw.destroyed) conn.raw.destroy();
     this.#connections.delete(conn);
-    if (wasTls && !conn.refused) {
-      // The TLS error (if any) may be reported just after the socket closed.
-      setImmediate(() => {
-        if (conn.refused) return;
-        const { code, reason } = describeTlsFailure(conn.tlsError, conn.tls?.authorizationError);
-        this.#refuse(conn, code, reason, conn.log);
-      });
-    }
     this.#hooks.onConnectionClose?.({ connectionId: conn.connectionId, local: conn.local, remote: conn.remote });
     if (this.#connections.size === 0) this.#idleWaiters.splice(0).forEach((resolve) => resolve());
   }
@@ -765,48 +549,50 @@ export class HboneServer {
     return new Promise((resolve) => this.#idleWaiters.push(resolve));
   }
 
-  #stopAccepting(): Promise<void> {
-    const closing = this.#ownedServers.splice(0).map((s) => new Promise<void>((resolve) => s.close(() => resolve())));
+  /** Detaches from every listener (their owners close them). */
+  #detach(): void {
     for (const [server, listener] of this.#attached) server.off('connection', listener);
     this.#attached.clear();
-    return Promise.all(closing).then(() => undefined);
   }
 
   /**
-   * Graceful drain: stops accepting, sends GOAWAY on every session (streams in
-   * flight keep working), closes connections still in the TLS handshake, and
-   * resolves when every connection has closed. Call close() at the deadline.
+   * Graceful drain: refuses new connections (DRAINING: closed before TLS;
+   * the listeners stay attached so that none is left unanswered until their
+   * owners close them), sends GOAWAY on every session (streams in flight keep
+   * working), closes connections still in the TLS handshake, and resolves
+   * when every connection has closed. Call close() at the deadline.
    */
   async drain(): Promise<void> {
     if (this.#state === 'running') {
       this.#state = 'draining';
       this.#log.info({ connections: this.#connections.size }, 'HBONE server draining');
     }
-    const stopped = this.#stopAccepting();
     for (const conn of this.#connections) {
       if (conn.phase === 'tls') {
+        conn.acceptance?.cancel();
         this.#refuse(conn, 'DRAINING', 'the server is shutting down', conn.log);
         conn.raw.destroy();
       } else if (conn.phase === 'h2') {
         this.#closeGracefully(conn);
       }
     }
-    await Promise.all([stopped, this.#whenIdle()]);
+    await this.#whenIdle();
   }
 
   /** Force-closes everything (the drain deadline passed, or shutdown without drain). */
   async close(): Promise<void> {
     this.#state = 'closed';
     this.#unsubscribeCrl();
-    const stopped = this.#stopAccepting();
+    this.#detach();
     for (const conn of this.#connections) {
+      conn.acceptance?.cancel();
       if (conn.phase === 'tls' && !conn.refused) this.#refuse(conn, 'DRAINING', 'the server is shutting down', conn.log);
       conn.ending = true;
       conn.session?.destroy();
       conn.tls?.destroy();
       conn.raw.destroy();
     }
-    await Promise.all([stopped, this.#whenIdle()]);
+    await this.#whenIdle();
   }
 
   async [Symbol.asyncDispose](): Promise<void> {

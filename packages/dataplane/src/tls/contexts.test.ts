@@ -1,17 +1,12 @@
-import type { AddressInfo } from 'node:net';
+import net, { type AddressInfo } from 'node:net';
 import tls from 'node:tls';
 import { afterEach, beforeAll, describe, expect, it } from 'vitest';
-import { systemClock, type LocalCertificateAuthority, type WorkloadCertificate } from '@ambient/control';
+import { systemClock, type Identity, type LocalCertificateAuthority, type WorkloadCertificate } from '@ambient/control';
 import { id, newCa, workloadCert } from '../testing/certs.js';
-import {
-  clientConnectOptions,
-  HBONE_CIPHERS,
-  PeerIdentityError,
-  serverTlsOptions,
-  TlsMaterial,
-  TlsMaterialCache,
-  verifyClientPeer,
-} from './contexts.js';
+import { ProxyError } from '../errors.js';
+import { HBONE_CIPHERS, peerChainOf, serverTlsOptions, TlsMaterial, TlsMaterialCache } from './contexts.js';
+import { clientHandshake } from './handshake.js';
+import { peerVerifier } from './peer-verifier.js';
 
 const clock = systemClock;
 let ca: LocalCertificateAuthority;
@@ -60,6 +55,24 @@ async function startServer(cert: WorkloadCertificate = serverCert) {
   return { port, accepted, errors, errorListeners, next: () => new Promise<Accepted>((resolve) => waiters.push(resolve)) };
 }
 
+/** The production client path: TCP, then clientHandshake with the one verifier expecting `expected`. */
+async function handshake(cert: WorkloadCertificate, expected: readonly Identity[], host: string, port: number): Promise<tls.TLSSocket> {
+  const material = TlsMaterial.from(cert);
+  const tcp = net.connect({ host, port });
+  cleanups.push(() => tcp.destroy());
+  const verifier = peerVerifier({ roots: material.roots, expect: { peer: 'server', identities: expected }, clock });
+  const { socket } = await clientHandshake(tcp, { material, verifier, clock, timeoutMs: 5000, peer: `${host}:${port}` });
+  cleanups.push(() => socket.destroy());
+  return socket;
+}
+
+/** What the server side concludes about an accepted client (the one verifier, our trust domain). */
+function verifyClient(socket: tls.TLSSocket, cert: WorkloadCertificate = serverCert) {
+  const material = TlsMaterial.from(cert);
+  return peerVerifier({ roots: material.roots, expect: { peer: 'client', trustDomain: material.identity.trustDomain }, clock })(peerChainOf(socket.getPeerCertificate(true)));
+}
+
+/** A raw tls.connect, for clients that behave unlike ours (tickets, old versions, other suites). */
 function connect(options: tls.ConnectionOptions): Promise<tls.TLSSocket> {
   return new Promise((resolve, reject) => {
     const socket = tls.connect(options);
@@ -70,31 +83,26 @@ function connect(options: tls.ConnectionOptions): Promise<tls.TLSSocket> {
 }
 
 describe('HBONE TLS options', () => {
-  it('server and client use TLS 1.3 only, exactly the two AES-GCM suites, ALPN h2 and a mandatory client certificate', () => {
+  it('the server uses TLS 1.3 only, exactly the two AES-GCM suites, ALPN h2 and a mandatory client certificate', () => {
     const options = serverTlsOptions(serverCert, { handshakeTimeoutMs: 1000 });
     expect(options).toMatchObject({
       minVersion: 'TLSv1.3', maxVersion: 'TLSv1.3', ciphers: 'TLS_AES_256_GCM_SHA384:TLS_AES_128_GCM_SHA256',
       requestCert: true, rejectUnauthorized: true, ALPNProtocols: ['h2'], ca: serverCert.rootsPem,
     });
     expect(HBONE_CIPHERS).toBe('TLS_AES_256_GCM_SHA384:TLS_AES_128_GCM_SHA256');
-    const client = clientConnectOptions(TlsMaterial.from(clientCert), [], clock);
-    expect(client).toMatchObject({ ALPNProtocols: ['h2'], rejectUnauthorized: true });
-    expect(client.servername).toBeUndefined();
-    expect(client.session).toBeUndefined();
   });
 
   it('handshakes with TLS 1.3, AES-GCM and h2, sends no SNI even to a hostname, and the server verifies the client identity', async () => {
     const server = await startServer();
-    const material = TlsMaterial.from(clientCert);
     const accepted = server.next();
-    const socket = await connect({ ...clientConnectOptions(material, [serverCert.identity], clock), host: 'localhost', port: server.port });
+    const socket = await handshake(clientCert, [serverCert.identity], 'localhost', server.port);
     const a = await accepted;
     expect(socket.getProtocol()).toBe('TLSv1.3');
     expect(['TLS_AES_256_GCM_SHA384', 'TLS_AES_128_GCM_SHA256']).toContain(socket.getCipher().standardName);
     expect(socket.alpnProtocol).toBe('h2');
     // The ClientHello carried no server_name extension.
     expect(a.servername).toBe(false);
-    const peer = verifyClientPeer(a.socket, TlsMaterial.from(serverCert), clock.now());
+    const peer = verifyClient(a.socket);
     expect(peer.ok && peer.value.identity).toEqual(clientCert.identity);
   });
 
@@ -110,10 +118,10 @@ describe('HBONE TLS options', () => {
         else a.socket.once('close', () => resolve());
       });
     });
-    const options = clientConnectOptions(TlsMaterial.from(clientCert), [id('spiffe://cluster.local/ns/other/sa/other')], clock);
-    const err = await connect({ ...options, host: '127.0.0.1', port: server.port }).then(() => undefined, (e: unknown) => e);
-    expect(err).toBeInstanceOf(PeerIdentityError);
-    expect((err as PeerIdentityError).rejections.map((r) => r.check)).toEqual(['identity']);
+    const err = await handshake(clientCert, [id('spiffe://cluster.local/ns/other/sa/other')], '127.0.0.1', server.port).then(() => undefined, (e: unknown) => e);
+    expect(err).toBeInstanceOf(ProxyError);
+    expect((err as ProxyError).code).toBe('PEER_IDENTITY_INVALID');
+    expect((err as ProxyError).message).toMatch(/not one of the expected identities/);
     await serverDone;
     expect(Buffer.concat(received).length).toBe(0);
   });
@@ -122,14 +130,15 @@ describe('HBONE TLS options', () => {
     const server = await startServer();
     const foreign = await workloadCert(ca, 'spiffe://other.local/ns/client/sa/client', clock);
     const accepted = server.next();
-    await connect({ ...clientConnectOptions(TlsMaterial.from(foreign), [serverCert.identity], clock), host: '127.0.0.1', port: server.port });
-    const peer = verifyClientPeer((await accepted).socket, TlsMaterial.from(serverCert), clock.now());
+    await handshake(foreign, [serverCert.identity], '127.0.0.1', server.port);
+    const peer = verifyClient((await accepted).socket);
     expect(peer.ok ? [] : peer.errors.map((e) => e.check)).toEqual(['trust-domain']);
   });
 
   it('never resumes a session, even when a client offers the ticket from an earlier connection', async () => {
     const server = await startServer();
-    const options = { ...clientConnectOptions(TlsMaterial.from(clientCert), [serverCert.identity], clock), host: '127.0.0.1', port: server.port };
+    // A client that keeps tickets (ours never does): even its offered ticket is not resumed.
+    const options = { secureContext: TlsMaterial.from(clientCert).clientContext(), ALPNProtocols: ['h2'], rejectUnauthorized: false, host: '127.0.0.1', port: server.port };
     const first = tls.connect(options);
     cleanups.push(() => first.destroy());
     const ticket = await new Promise<Buffer>((resolve, reject) => {
@@ -144,7 +153,7 @@ describe('HBONE TLS options', () => {
 
   it('refuses TLS 1.2 clients and clients without an AES-GCM suite', async () => {
     const server = await startServer();
-    const base = { ...clientConnectOptions(TlsMaterial.from(clientCert), [serverCert.identity], clock), host: '127.0.0.1', port: server.port };
+    const base = { ALPNProtocols: ['h2'], rejectUnauthorized: false, host: '127.0.0.1', port: server.port };
     const tls12 = tls.createSecureContext({ key: clientCert.privateKeyPem, cert: clientCert.chainPem.join(''), ca: [...clientCert.rootsPem], maxVersion: 'TLSv1.2' });
     await expect(connect({ ...base, secureContext: tls12 })).rejects.toThrow(/protocol version|unsupported protocol/i);
     const chacha = tls.createSecureContext({ key: clientCert.privateKeyPem, cert: clientCert.chainPem.join(''), ca: [...clientCert.rootsPem], ciphers: 'TLS_CHACHA20_POLY1305_SHA256', minVersion: 'TLSv1.3' });

@@ -6,11 +6,11 @@
  * TLS_AES_128_GCM_SHA256, ALPN `h2`, the workload trust roots (never the system
  * store) as the only trust anchors, no session resumption (CVE-2022-21654: every
  * connection re-runs verification).
- * - Server: a client certificate is required and verified against the roots;
- *   then `verifyClientPeer` applies the SPIFFE checks with our trust domain.
- * - Client: no SNI (Node only sends SNI when `servername` is set, and we never
- *   set it), no `session` to resume, and a `checkServerIdentity` that applies
- *   the SPIFFE checks with the expected identity set instead of host names.
+ * - Server (hbone/acceptor.ts): a client certificate is required and verified
+ *   against the roots; then the one PeerVerifier (peer-verifier.ts) applies
+ *   the SPIFFE and revocation checks with our trust domain.
+ * - Client (handshake.ts, the one client path): no SNI, no `session` to
+ *   resume, and the same PeerVerifier with the expected identities.
  *
  * A SecureContext (and a tls.Server) per connection would cap the handshake
  * rate (performance.md 6.4), so TlsMaterialCache keeps one TlsMaterial per
@@ -24,10 +24,9 @@
  */
 import { constants as cryptoConstants, X509Certificate } from 'node:crypto';
 import tls from 'node:tls';
-import { formatRejections, identityToString, type Clock, type Identity, type WorkloadCertificate } from '@ambient/control';
+import { formatRejections, identityToString, type Identity, type WorkloadCertificate } from '@ambient/control';
 import { ProxyError } from '../errors.js';
-import { parseTrustRoots, verifyPeerCertificate, type PeerRejection, type VerifiedPeer } from './spiffe-verify.js';
-import type { Result } from '@ambient/control';
+import { parseTrustRoots } from './spiffe-verify.js';
 
 export const HBONE_ALPN = 'h2';
 export const HBONE_CIPHERS = 'TLS_AES_256_GCM_SHA384:TLS_AES_128_GCM_SHA256';
@@ -162,48 +161,4 @@ export function peerChainOf(cert: tls.PeerCertificate | tls.DetailedPeerCertific
     current = current.issuerCertificate;
   }
   return chain;
-}
-
-/** Server side: the SPIFFE checks on a client, which must be in our own trust domain. */
-export function verifyClientPeer(socket: tls.TLSSocket, material: TlsMaterial, now: number): Result<VerifiedPeer, PeerRejection> {
-  return verifyPeerCertificate({
-    chain: peerChainOf(socket.getPeerCertificate(true)),
-    roots: material.roots,
-    now,
-    expect: { peer: 'client', trustDomain: material.identity.trustDomain },
-  });
-}
-
-/** The error checkServerIdentity returns; Node destroys the socket with it. */
-export class PeerIdentityError extends Error {
-  readonly code = 'ERR_HBONE_PEER_IDENTITY';
-  constructor(readonly rejections: readonly PeerRejection[]) {
-    super(`peer identity verification failed: ${formatRejections(rejections)}`);
-    this.name = 'PeerIdentityError';
-  }
-}
-
-/**
- * tls.connect options for an outbound HBONE connection presenting `material`
- * and accepting only a server whose SPIFFE identity is in `expected`
- * (destination workload identity plus service SANs, ztunnel.md 3.1). Add
- * host/port or socket. The caller must also check `alpnProtocol === 'h2'`.
- */
-export function clientConnectOptions(material: TlsMaterial, expected: readonly Identity[], clock: Clock): tls.ConnectionOptions {
-  const wanted = [...expected];
-  return {
-    secureContext: material.clientContext(),
-    ALPNProtocols: [HBONE_ALPN],
-    rejectUnauthorized: true,
-    // No `servername`: Node then sends no SNI. No `session`: no resumption.
-    checkServerIdentity: (_host, cert) => {
-      const verified = verifyPeerCertificate({
-        chain: peerChainOf(cert),
-        roots: material.roots,
-        now: clock.now(),
-        expect: { peer: 'server', identities: wanted },
-      });
-      return verified.ok ? undefined : new PeerIdentityError(verified.errors);
-    },
-  };
 }

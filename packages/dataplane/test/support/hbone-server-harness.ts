@@ -6,13 +6,15 @@
  */
 import http2, { type ClientHttp2Session, type ClientHttp2Stream } from 'node:http2';
 import type { Readable } from 'node:stream';
-import tls from 'node:tls';
+import net from 'node:net';
 import pino from 'pino';
 import type { Clock, Identity, Logger, WorkloadCertificate } from '@ambient/control';
 import { HboneServer, type ConnectHandler, type ConnectRequest, type HboneRefusal } from '../../src/hbone/server.js';
 import type { HboneLimitKind, HboneServerLimits } from '../../src/hbone/server-limits.js';
 import type { SocketAddress } from '../../src/net/address.js';
-import { clientConnectOptions, TlsMaterial } from '../../src/tls/contexts.js';
+import { TlsMaterial } from '../../src/tls/contexts.js';
+import { clientHandshake } from '../../src/tls/handshake.js';
+import { peerVerifier } from '../../src/tls/peer-verifier.js';
 
 /** A list that can be awaited: `next(pred)` resolves with a matching item, past or future. */
 export class Recorder<T> {
@@ -94,12 +96,25 @@ export async function startHarness(options: HarnessOptions, cleanup: Array<() =>
     },
   });
   cleanup.push(() => server.close());
-  const address = await server.listen({ host: options.host ?? '127.0.0.1', port: 0 });
+  const address = await listenHbone(server, options.host ?? '127.0.0.1', cleanup);
   return { server, port: address.port, address, requests, refusals, limits, opened, closed, logs };
 }
 
-/** An HTTP/2 client over the production outbound TLS options (no SNI, SPIFFE check of the server). */
-export function h2Client(
+/** A listener of the test's own (pauseOnConnect, as production's) served by `server`. */
+export async function listenHbone(server: HboneServer, host: string, cleanup: Array<() => Promise<void> | void>): Promise<SocketAddress> {
+  const listener = net.createServer({ pauseOnConnect: true });
+  await new Promise<void>((resolve, reject) => {
+    listener.once('error', reject);
+    listener.listen(0, host, () => resolve());
+  });
+  cleanup.push(() => new Promise<void>((resolve) => listener.close(() => resolve())));
+  server.attach(listener);
+  const bound = listener.address() as net.AddressInfo;
+  return { ip: bound.address, port: bound.port };
+}
+
+/** An HTTP/2 client over the production client TLS path (clientHandshake: no SNI, the one PeerVerifier on the server). */
+export async function h2Client(
   port: number,
   cert: WorkloadCertificate,
   expected: readonly Identity[],
@@ -109,8 +124,19 @@ export function h2Client(
 ): Promise<ClientHttp2Session> {
   const material = TlsMaterial.from(cert);
   const host = extra.host ?? '127.0.0.1';
+  const tcp = net.connect({ host, port });
+  cleanup.push(() => {
+    tcp.destroy();
+  });
+  const { socket } = await clientHandshake(tcp, {
+    material,
+    verifier: peerVerifier({ roots: material.roots, expect: { peer: 'server', identities: expected }, clock }),
+    clock,
+    timeoutMs: 5000,
+    peer: `${host}:${port}`,
+  });
   const session = http2.connect(`https://${host}:${port}`, {
-    createConnection: () => tls.connect({ ...clientConnectOptions(material, expected, clock), host, port }),
+    createConnection: () => socket,
     ...(extra.settings ? { settings: extra.settings } : {}),
   });
   cleanup.push(() => {
