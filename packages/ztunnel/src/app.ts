@@ -20,20 +20,17 @@ import {
   IstioCaClient,
   LocalCaFetcher,
   LocalCertificateAuthority,
-  fail,
   formatRejections,
-  ok,
-  parseIdentity,
   meshToDump,
   startWorkloadDiscovery,
+  systemRandomBytes,
   type CertificateFetcher,
   type Clock,
   type Env,
-  type Identity,
   type Random,
+  type RandomBytes,
   type ReadFile,
   type Snapshot,
-  type WorkloadCertificate,
   type WorkloadDiscovery,
 } from '@ambient/control';
 import { AccessLog } from './access-log.js';
@@ -44,9 +41,7 @@ import { startMetricsServer } from '@ambient/dataplane';
 import { Readiness } from '@ambient/dataplane';
 import { startReadinessServer } from '@ambient/dataplane';
 import type { ZtunnelConfig } from './config.js';
-import type { VerifyPeer } from '@ambient/dataplane';
-import { parseTrustRoots, verifyPeerCertificate } from '@ambient/dataplane';
-import { CrlManager, createCrlMetrics, revocationRejection, type RevocationSource } from '@ambient/dataplane';
+import { CrlManager, createCrlMetrics, TlsMaterialCache } from '@ambient/dataplane';
 import { CertPrefetcher } from './identity/cert-prefetch.js';
 import { retiringSockets, type InpodPlatform } from './inpod/platform.js';
 import { WorkloadProxyManager } from './inpod/workload-proxy-manager.js';
@@ -61,6 +56,8 @@ import { VERSION } from './version.js';
 export interface AppDeps {
   readonly clock: Clock;
   readonly random: Random;
+  /** Trace ids (default node:crypto's randomBytes through control's seam). */
+  readonly randomBytes?: RandomBytes;
   readonly logger: ProcessLogger;
   readonly env: Env;
   readonly readFile: ReadFile;
@@ -122,7 +119,6 @@ export async function buildApp(config: ZtunnelConfig, deps: AppDeps): Promise<Ap
   // CRL_PATH: peers' chains are checked against the CRLs on both sides; reloads close revoked live connections.
   const crlMetrics = createCrlMetrics(metrics.registry.sub('istio'));
   const crl = config.crlPath === undefined ? undefined : await CrlManager.start({ path: config.crlPath, readFile: deps.readFile, clock, log, metrics: crlMetrics });
-  const crlOutbound = crl?.source('source');
   const prefetch = config.proxyMode === 'shared' ? new CertPrefetcher(store, config.control.nodeName, certificates) : undefined;
 
   const results = new ConnectionResults({ traffic: metrics.traffic, access: new AccessLog(log, deps.logger.levels), clock });
@@ -156,7 +152,8 @@ export async function buildApp(config: ZtunnelConfig, deps: AppDeps): Promise<Ap
     log,
     localWorkloadWaitMs: deps.localWorkloadWaitMs ?? LOCAL_WORKLOAD_WAIT_MS,
     crl,
-    serverVerifier: (expected, certificate) => serverVerifier(expected, certificate, clock, crlOutbound),
+    tlsMaterials: new TlsMaterialCache(),
+    randomBytes: deps.randomBytes ?? systemRandomBytes,
   };
 
   const servers: RunningServer[] = [];
@@ -335,22 +332,6 @@ export async function buildApp(config: ZtunnelConfig, deps: AppDeps): Promise<Ap
   (app as { proxiesStarted: Promise<void> }).proxiesStarted = proxiesStarted;
   proxiesStarted.catch((err: unknown) => log.error({ err: err instanceof Error ? err.message : String(err) }, 'starting the workload proxy failed'));
   return app;
-}
-
-function serverVerifier(expected: readonly string[], certificate: WorkloadCertificate, clock: Clock, revocation: RevocationSource | undefined): VerifyPeer {
-  const identities: Identity[] = [];
-  for (const e of expected) {
-    const id = parseIdentity(e);
-    if (id.ok) identities.push(id.value);
-  }
-  const roots = parseTrustRoots(certificate.rootsPem);
-  return (chain) => {
-    if (!roots.ok) return fail(...roots.errors);
-    const verified = verifyPeerCertificate({ chain, roots: roots.value, now: clock.now(), expect: { peer: 'server', identities } });
-    if (!verified.ok) return fail(...verified.errors);
-    const revoked = revocationRejection(revocation, chain, roots.value);
-    return revoked === undefined ? ok(verified.value.identity) : fail(revoked);
-  };
 }
 
 async function certificateFetcher(config: ZtunnelConfig, deps: AppDeps): Promise<CertificateFetcher> {

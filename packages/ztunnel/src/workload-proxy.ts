@@ -17,30 +17,28 @@
  *   pods never share an upstream connection and draining one pod never
  *   touches another's traffic.
  */
-import type { CertManager, Clock, Identity, Random, Snapshot, Store, WorkloadInfo } from '@ambient/control';
-import type { Server, Socket } from 'node:net';
+import type { CertManager, Clock, Identity, Random, RandomBytes, Snapshot, Store, WorkloadInfo } from '@ambient/control';
+import type { Server } from 'node:net';
 import type { Logger } from 'pino';
 import { describeDecision, evaluate } from './authz/evaluate.js';
 import type { ZtunnelConfig } from './config.js';
 import { ConnectionManager } from './connection-manager.js';
 import { ProxyError } from '@ambient/dataplane';
 import { HbonePool, hboneDialer } from '@ambient/dataplane';
-import type { VerifyPeer } from '@ambient/dataplane';
 import { HboneServer } from '@ambient/dataplane';
 import type { HboneLimitKind } from '@ambient/dataplane';
 import type { ConnectionResults } from './metrics/connection-result.js';
 import type { RefusalReason } from './metrics/components.js';
 import type { ZtunnelMetrics } from './metrics/index.js';
 import { startDnsProxy, type DnsMetricsRecorder, type Nameserver } from './dns/index.js';
-import { formatSocketAddress, peerAddress, type OriginalDestination, type SocketFactory } from '@ambient/dataplane';
+import { formatSocketAddress, type OriginalDestination, type SocketFactory } from '@ambient/dataplane';
 import type { InboundContext } from './proxy/context.js';
-import { awaitWorkload } from './proxy/await-workload.js';
 import { createHboneInboundHandler } from './proxy/hbone-inbound.js';
-import { proxyOutbound, type OutboundDeps } from './proxy/outbound.js';
+import type { OutboundDeps } from './proxy/outbound.js';
+import { serveCaptured, serveSocks5, type OutboundFrontDeps } from './proxy/outbound-listener.js';
 import { servePlaintextInbound } from './proxy/plaintext-inbound.js';
-import { ReplyCode } from './socks5/codec.js';
 import { startSocks5Listener } from './socks5/listener.js';
-import type { CrlManager } from '@ambient/dataplane';
+import type { CrlManager, ListenAddress, TlsMaterialCache } from '@ambient/dataplane';
 
 /** What every workload proxy of one ztunnel shares (ztunnel's ProxyInputs, minus the per-pod parts). */
 export interface ProxyShared {
@@ -57,13 +55,9 @@ export interface ProxyShared {
   readonly dns?: { readonly metrics: DnsMetricsRecorder; readonly nameservers: readonly Nameserver[]; readonly searchDomains?: readonly string[] } | undefined;
   /** CRL_PATH's revocation lists (absent when unset): inbound and pooled outbound connections are checked and re-checked on reloads. */
   readonly crl?: CrlManager | undefined;
-  /** The peer verifier for an outbound HBONE connection (expected SANs, our workload roots; also the CRL check). */
-  readonly serverVerifier: (expected: readonly string[], certificate: Awaited<ReturnType<CertManager['fetchCertificate']>>) => VerifyPeer;
-}
-
-export interface ListenAddress {
-  readonly host: string;
-  readonly port: number;
+  /** One TLS material (SecureContext) per certificate, shared by the HBONE server, the pool and inner tunnels. */
+  readonly tlsMaterials: TlsMaterialCache;
+  readonly randomBytes: RandomBytes;
 }
 
 export interface WorkloadProxySpec {
@@ -124,12 +118,13 @@ export async function startWorkloadProxy(shared: ProxyShared, spec: WorkloadProx
   const pool = new HbonePool({
     dial: hboneDialer({
       certificateFor: (id) => certificates.fetchCertificate(id),
-      verifierFor: (expected, certificate) => shared.serverVerifier(expected, certificate),
+      materials: shared.tlsMaterials,
+      revocation: shared.crl?.source('source'),
       clock,
       connectTimeoutMs: config.connectTimeoutMs,
       bindSourceIp: spec.bindSourceIp,
       // The pod's factory: in-pod mode dials from inside the pod's namespace with SO_MARK.
-      connect: (o) => spec.sockets.connect(o.localAddress === undefined ? { ip: o.host, port: o.port } : { ip: o.host, port: o.port, localAddress: o.localAddress }),
+      sockets: spec.sockets,
       settings: {
         streamWindowSize: config.http2.streamWindowSize,
         connectionWindowSize: config.http2.connectionWindowSize,
@@ -163,6 +158,7 @@ export async function startWorkloadProxy(shared: ProxyShared, spec: WorkloadProx
     clock,
     log: plog,
     certificateFor: () => certificates.fetchCertificate(identityOf()),
+    tlsMaterials: shared.tlsMaterials,
     revocation: shared.crl?.source('destination'),
     onConnect: createHboneInboundHandler({
       ...inbound,
@@ -229,47 +225,28 @@ export async function startWorkloadProxy(shared: ProxyShared, spec: WorkloadProx
         hbonePort: config.hbonePort,
         pool,
         certificateFor: (id) => certificates.fetchCertificate(id),
+        materials: shared.tlsMaterials,
+        revocation: shared.crl?.source('source'),
         sockets: spec.sockets,
         clock,
         random: shared.random,
+        randomBytes: shared.randomBytes,
         connectTimeoutMs: config.connectTimeoutMs,
         results,
         connections,
         log: plog.child({ component: 'outbound' }),
       };
-      /** The pod's own workload, waiting up to 5 s for it; the wait ends early when the client goes away. */
-      const sourceWorkload = async (client: Socket) => {
-        const known = localWorkload(store.snapshot());
-        if (known !== undefined) return known;
-        const gone = new AbortController();
-        const onClose = () => gone.abort();
-        client.once('close', onClose);
-        const found = await awaitWorkload(store, localWorkload, clock, shared.localWorkloadWaitMs, gone.signal);
-        client.off('close', onClose);
-        return found?.workload;
+      const front: OutboundFrontDeps = {
+        outbound: outboundDeps,
+        store,
+        localWorkload,
+        localWorkloadWaitMs: shared.localWorkloadWaitMs,
+        clock,
+        log: plog.child({ component: 'outbound' }),
       };
       const outbound = await spec.sockets.listen({ ...spec.addresses.outbound, ...backlog }, (socket) => {
-        socket.on('error', () => {});
         socket.once('close', metrics.traffic.socketOpened('source'));
-        const peer = peerAddress(socket);
-        const origDst = spec.originalDestination(socket);
-        if (peer === undefined || origDst === undefined) {
-          plog.warn({ component: 'outbound', reason: 'no peer or original destination' }, 'outbound connection refused');
-          socket.destroy();
-          return;
-        }
-        // As ztunnel: a pod may connect out a moment before its own WDS entry arrives; wait up to 5 s for it.
-        sourceWorkload(socket)
-          .then((source) => {
-            if (socket.destroyed) return;
-            if (source === undefined) {
-              plog.warn({ component: 'outbound', reason: `the local workload is not known after ${shared.localWorkloadWaitMs} ms` }, 'outbound connection refused');
-              socket.destroy();
-              return;
-            }
-            return proxyOutbound(outboundDeps, { socket, peer, origDst, source, ready: () => {}, fail: () => socket.destroy() });
-          })
-          .catch((err: unknown) => lastResort(plog, socket, err));
+        serveCaptured(front, socket, spec.originalDestination).catch((err: unknown) => lastResort(plog, socket, err));
       });
       watchErrors(outbound, 'outbound');
       addresses['outbound'] = serverAddress(outbound);
@@ -283,26 +260,9 @@ export async function startWorkloadProxy(shared: ProxyShared, spec: WorkloadProx
           refusals: metrics.refusals,
           trackSocket: () => metrics.traffic.socketOpened('source'),
           resolve: async (hostname) => resolveHostname(store.snapshot(), config.control.network, hostname),
-          handler: async (conn) => {
-            const source = await sourceWorkload(conn.socket);
-            if (source === undefined) {
-              conn.reply(ReplyCode.GENERAL_FAILURE);
-              return;
-            }
-            await proxyOutbound(outboundDeps, {
-              socket: conn.socket,
-              peer: conn.peer,
-              origDst: conn.origDst,
-              source,
-              ready: () => {
-                conn.reply(ReplyCode.SUCCEEDED);
-                conn.socket.resume();
-              },
-              fail: (err) => conn.reply(socksReplyFor(err)),
-            });
-          },
+          handler: (conn) => serveSocks5(front, conn),
         });
-        addresses['socks5'] = `${socks.address.ip}:${socks.address.port}`;
+        addresses['socks5'] = formatSocketAddress(socks.address);
         stopAccepting.push(() => socks.close());
       }
       const dnsAddress = spec.addresses.dns;
@@ -367,22 +327,6 @@ function resolveHostname(snapshot: Snapshot, network: string, hostname: string):
   if (vip) return vip.address;
   for (const w of snapshot.workloads()) if (w.hostname === hostname && w.addresses[0]) return w.addresses[0];
   return undefined;
-}
-
-function socksReplyFor(err: ProxyError): (typeof ReplyCode)[keyof typeof ReplyCode] {
-  switch (err.code) {
-    case 'POLICY_DENIED':
-    case 'SELF_CALL':
-      return ReplyCode.NOT_ALLOWED;
-    case 'UPSTREAM_CONNECT_FAILED':
-    case 'HBONE_STATUS':
-      return ReplyCode.CONNECTION_REFUSED;
-    case 'UPSTREAM_TIMEOUT':
-    case 'NO_HEALTHY_UPSTREAM':
-      return ReplyCode.HOST_UNREACHABLE;
-    default:
-      return ReplyCode.GENERAL_FAILURE;
-  }
 }
 
 /** A handler bug must not crash the process or leak the socket: log it and close the connection. */

@@ -23,7 +23,7 @@
  *   unknown or stale nonce are accepted by the protocol and only logged.
  * - Every mesh change is pushed to every stream as a delta.
  */
-import { randomBytes } from 'node:crypto';
+import { systemRandomBytes } from '../platform/crypto.js';
 import * as grpc from '@grpc/grpc-js';
 import { create, fromBinary, toBinary, type JsonObject } from '@bufbuild/protobuf';
 import type { Logger } from 'pino';
@@ -125,7 +125,7 @@ export class AdsService {
   private nextStreamId = 1;
   private changeCount = 0;
   /** Prefix that keeps nonces unique across restarts of the control plane. */
-  private readonly noncePrefix = randomBytes(4).toString('hex');
+  private readonly noncePrefix = Buffer.from(systemRandomBytes(4)).toString('hex');
   private nonceCount = 0;
 
   constructor(readonly options: AdsServiceOptions) {

@@ -12,7 +12,7 @@
  * options, the mesh file, the token file and the CA files. Later reloads that
  * fail keep serving the last good state and log every problem.
  */
-import { randomBytes } from 'node:crypto';
+import { systemRandomBytes } from '../platform/crypto.js';
 import { mkdir, rename, writeFile } from 'node:fs/promises';
 import { isIP } from 'node:net';
 import { dirname, join } from 'node:path';
@@ -403,7 +403,7 @@ function serialize<T>(fn: () => Promise<T>): () => Promise<T> {
 async function writeFileAtomically(path: string, content: string): Promise<void> {
   // Create the directory too (e.g. ./.ambient on a fresh clone).
   await mkdir(dirname(path), { recursive: true });
-  const tmp = join(dirname(path), `.${randomBytes(6).toString('hex')}.tmp`);
+  const tmp = join(dirname(path), `.${Buffer.from(systemRandomBytes(6)).toString('hex')}.tmp`);
   await writeFile(tmp, content, { mode: 0o644 });
   await rename(tmp, path);
 }

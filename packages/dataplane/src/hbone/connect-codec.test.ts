@@ -116,7 +116,10 @@ describe('parseAuthority', () => {
     ['10.0.0.1:80', { kind: 'address', ip: '10.0.0.1', port: 80 }],
     ['[fd00::1]:8080', { kind: 'address', ip: 'fd00::1', port: 8080 }],
     ['[FD00:0:0::1]:1', { kind: 'address', ip: 'fd00::1', port: 1 }],
-    ['[::ffff:10.0.0.1]:80', { kind: 'address', ip: '::ffff:a00:1', port: 80 }],
+    ['[::ffff:10.0.0.1]:80', { kind: 'address', ip: '10.0.0.1', port: 80 }],
+    ['[::ffff:a00:1]:80', { kind: 'address', ip: '10.0.0.1', port: 80 }],
+    ['[fd00:0:0:0:0:0:0:2]:80', { kind: 'address', ip: 'fd00::2', port: 80 }],
+    ['svc:80', { kind: 'hostname', hostname: 'svc', port: 80 }],
     ['echo.default.svc.cluster.local:80', { kind: 'hostname', hostname: 'echo.default.svc.cluster.local', port: 80 }],
     ['Echo.Default.SVC:65535', { kind: 'hostname', hostname: 'echo.default.svc', port: 65535 }],
   ])('accepts %s', (text, expected) => {
@@ -127,9 +130,15 @@ describe('parseAuthority', () => {
     '', '10.0.0.1', '10.0.0.1:', '10.0.0.1:0', '10.0.0.1:65536', '10.0.0.1:+80', '10.0.0.1:8o', 'fd00::1:80', '[fd00::1]', '[fd00::1]80',
     '[10.0.0.1]:80', '[fe80::1%eth0]:80', ':80', 'user@host:80', 'a b:80', 'host/x:80', '010.0.0.1:80', '1.2.3:80', '-a.b:80',
     'a..b:80', `${'a'.repeat(64)}.b:80`, 'a\u0000b:80', 'häst:80',
+    'svc:http', '[svc]:80', 'svc .ns:80', `${'a'.repeat(300)}:80`, 'svc.ns',
   ])('refuses %j with BAD_AUTHORITY', (text) => {
     const parsed = parseAuthority(text);
     expect(parsed.ok ? undefined : parsed.errors[0]?.code).toBe('BAD_AUTHORITY');
+  });
+
+  it('names the offending authority and what was wrong', () => {
+    const parsed = parseAuthority('10.0.0.2:0');
+    expect(parsed.ok ? '' : parsed.errors[0]?.reason).toBe('"10.0.0.2:0": port must be 1 to 65535');
   });
 });
 

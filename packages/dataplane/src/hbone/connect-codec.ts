@@ -15,8 +15,8 @@
  * leniently, like ztunnel, and never influence authorization.
  */
 import type { OutgoingHttpHeaders } from 'node:http2';
-import { formatSocketAddress, type SocketAddress } from '../net/address.js';
-import { canonicalIp, fail, ok, type Rejection, type Result, type Workload, type WorkloadType } from '@ambient/control';
+import { canonicalPeerIp, formatSocketAddress, type SocketAddress } from '../net/address.js';
+import { canonicalIp, fail, ok, type RandomBytes, type Rejection, type Result, type Workload, type WorkloadType } from '@ambient/control';
 
 export const BAGGAGE_HEADER = 'baggage';
 export const FORWARDED_HEADER = 'forwarded';
@@ -76,8 +76,6 @@ export interface ConnectRejection extends Rejection {
 /** Incoming headers as node:http2 delivers them (and anything else, untrusted). */
 export type IncomingHeaders = Readonly<Record<string, string | readonly string[] | number | undefined>>;
 
-/** Bytes from a cryptographically strong source, e.g. node:crypto randomBytes. */
-export type RandomBytes = (length: number) => Uint8Array;
 
 const WORKLOAD_TYPES: readonly WorkloadType[] = ['deployment', 'cronjob', 'pod', 'job'];
 
@@ -105,7 +103,12 @@ function parsePort(text: string): number | undefined {
   return port >= 1 && port <= 65535 ? port : undefined;
 }
 
-/** Parses `ip:port`, `[v6]:port` or `hostname:port` (ztunnel HboneAddress, stricter: port 0, bare IPv6 and zones are refused). */
+/**
+ * Parses `ip:port`, `[v6]:port` or `hostname:port` (ztunnel HboneAddress),
+ * stricter than ztunnel: port 0, user info, IPv6 zone ids, unbracketed IPv6
+ * and hostnames with characters DNS does not allow are refused here rather
+ * than failing later. Hostnames are lower-cased; IPs canonical.
+ */
 export function parseAuthority(text: string): Result<HboneAuthority, ConnectRejection> {
   const bad = (reason: string) => fail<ConnectRejection>({ code: 'BAD_AUTHORITY', field: ':authority', reason: `${JSON.stringify(text.slice(0, 300))}: ${reason}` });
   if (text === '') return bad('is empty');
@@ -118,7 +121,8 @@ export function parseAuthority(text: string): Result<HboneAuthority, ConnectReje
     if (close < 0 || text[close + 1] !== ':') return bad('expected [ipv6]:port');
     host = text.slice(1, close);
     portText = text.slice(close + 2);
-    const ip = host.includes(':') && !host.includes('%') ? canonicalIp(host) : undefined;
+    // IPv4-mapped IPv6 becomes IPv4 (the one unmapping rule, net/address.ts): policy and upstreams see one form.
+    const ip = host.includes(':') && !host.includes('%') ? canonicalPeerIp(host) : undefined;
     if (ip === undefined) return bad('brackets must hold an IPv6 address without a zone');
     const port = parsePort(portText);
     if (port === undefined) return bad('port must be 1 to 65535');

@@ -1,7 +1,7 @@
 /**
  * The pure decisions of serving one HBONE CONNECT (ztunnel
- * `Inbound::serve_connect`, src/proxy/inbound.rs): parsing the `:authority`,
- * checking the request may target this workload (`validate_destination`),
+ * `Inbound::serve_connect`, src/proxy/inbound.rs), on the `:authority` the
+ * CONNECT codec parsed: checking the request may target this workload (`validate_destination`),
  * and working out where the stream goes (`find_inbound_upstream`), plus the
  * best guess at the destination service for metrics
  * (`proxy::guess_inbound_service`). No sockets: the server calls these
@@ -11,73 +11,14 @@
  * is not this workload's are 400; an unknown hostname, a port that maps to
  * nothing and a call to one of ztunnel's own ports are 503.
  */
-import { canonicalIp, serviceKey, type GatewayAddress, type Service, type Snapshot, type Workload } from '@ambient/control';
-import type { ProxyErrorCode } from '@ambient/dataplane';
-import { canonicalPeerIp } from '@ambient/dataplane';
+import { serviceKey, type GatewayAddress, type Service, type Snapshot, type Workload } from '@ambient/control';
+import { canonicalPeerIp, formatAuthority, formatSocketAddress as formatAddr, type HboneAuthority, type ProxyErrorCode, type SocketAddress } from '@ambient/dataplane';
 import { isIllegalPort } from '../ports.js';
-
-export interface SocketAddress {
-  readonly ip: string;
-  readonly port: number;
-}
-
-/** A parsed `:authority`: a socket address, or `hostname:port` (double HBONE's inner request). */
-export type Authority =
-  | { readonly kind: 'ip'; readonly ip: string; readonly port: number }
-  | { readonly kind: 'hostname'; readonly hostname: string; readonly port: number };
 
 export interface InboundReject {
   readonly kind: 'reject';
   readonly code: ProxyErrorCode;
   readonly message: string;
-}
-
-const MAX_HOSTNAME = 253;
-const HOSTNAME = /^[A-Za-z0-9_]([A-Za-z0-9_-]*[A-Za-z0-9_])?(\.[A-Za-z0-9_]([A-Za-z0-9_-]*[A-Za-z0-9_])?)*\.?$/;
-
-/**
- * ztunnel parses the authority as a socket address (`1.2.3.4:80`,
- * `[fd00::1]:80`), else as `host:port`; a missing host or port is a 400.
- * Stricter than ztunnel: port 0, user info, IPv6 zone ids, unbracketed IPv6
- * and hostnames with characters DNS does not allow are refused here rather
- * than failing later.
- */
-export function parseAuthority(authority: string | undefined): Authority | InboundReject {
-  if (authority === undefined || authority === '') return badAuthority('the CONNECT request has no :authority');
-  const shown = JSON.stringify(authority.length > 300 ? `${authority.slice(0, 300)}…` : authority);
-  if (authority.length > MAX_HOSTNAME + 8) return badAuthority(`:authority ${shown} is too long`);
-  let host: string;
-  let portText: string;
-  if (authority.startsWith('[')) {
-    const m = /^\[([^\]]+)\]:([^:]*)$/.exec(authority);
-    if (m?.[1] === undefined || m[2] === undefined) return badAuthority(`:authority ${shown} is not [ipv6]:port`);
-    host = m[1];
-    portText = m[2];
-    if (host.includes('%')) return badAuthority(`:authority ${shown} has an IPv6 zone id`);
-    const ip = canonicalIp(host);
-    if (ip === undefined || !host.includes(':')) return badAuthority(`:authority ${shown} has an invalid IPv6 address`);
-    const port = parsePort(portText);
-    if (port === undefined) return badAuthority(`:authority ${shown} has no valid port (1-65535)`);
-    return { kind: 'ip', ip: canonicalPeerIp(ip) ?? ip, port };
-  }
-  const colon = authority.lastIndexOf(':');
-  if (colon < 0) return badAuthority(`:authority ${shown} has no port`);
-  host = authority.slice(0, colon);
-  portText = authority.slice(colon + 1);
-  if (host === '') return badAuthority(`:authority ${shown} has no host`);
-  if (host.includes(':')) return badAuthority(`:authority ${shown}: an IPv6 address must be in brackets`);
-  const port = parsePort(portText);
-  if (port === undefined) return badAuthority(`:authority ${shown} has no valid port (1-65535)`);
-  const ip = canonicalIp(host);
-  if (ip !== undefined) return { kind: 'ip', ip, port };
-  if (host.length > MAX_HOSTNAME || !HOSTNAME.test(host)) return badAuthority(`:authority ${shown} is neither an IP address nor a valid hostname`);
-  return { kind: 'hostname', hostname: host, port };
-}
-
-function parsePort(text: string): number | undefined {
-  if (!/^\d{1,5}$/.test(text)) return undefined;
-  const port = Number(text);
-  return port >= 1 && port <= 65535 ? port : undefined;
 }
 
 /** The snapshot lookups inbound planning needs. */
@@ -91,7 +32,8 @@ export interface InboundInput {
   readonly localIp: string;
   /** This ztunnel's NETWORK (the destination network). */
   readonly network: string;
-  readonly authority: Authority;
+  /** The CONNECT target as the codec parsed it (connect-codec.ts parseAuthority: canonical, IPv4 unmapped). */
+  readonly authority: HboneAuthority;
   readonly illegalPorts: ReadonlySet<number>;
   /** `host=` from the request's `Forwarded` header, for the metrics' destination_service guess. */
   readonly forwardedHost?: string | undefined;
@@ -128,7 +70,7 @@ export function planInbound(input: InboundInput): InboundPlan | InboundReject {
 
   // validate_destination (400 on failure).
   let sandwich = false;
-  if (authority.kind === 'ip' && authority.ip !== localIp && localWorkload.applicationTunnel === undefined) {
+  if (authority.kind === 'address' && authority.ip !== localIp && localWorkload.applicationTunnel === undefined) {
     // Normally the authority is the pod IP we were dialled on. A waypoint may
     // also receive traffic for its targets ("sandwich"); accept it only when
     // the authority's service or workload names this workload as waypoint.
@@ -161,7 +103,7 @@ export function planInbound(input: InboundInput): InboundPlan | InboundReject {
   }
   // Checked on the resolved port: a hostname could map onto one of our ports.
   if (isIllegalPort(port, input.illegalPorts)) {
-    return reject('SELF_CALL', `CONNECT to ${formatAuthorityOf(authority)} resolves to port ${port}, one of ztunnel's own ports; refusing`);
+    return reject('SELF_CALL', `CONNECT to ${formatAuthority(authority)} resolves to port ${port}, one of ztunnel's own ports; refusing`);
   }
 
   let target: SocketAddress = { ip: localIp, port };
@@ -170,7 +112,7 @@ export function planInbound(input: InboundInput): InboundPlan | InboundReject {
   if (tunnel !== undefined) {
     // The tunnel may listen on its own port (e.g. 15088 for PROXY).
     target = { ip: localIp, port: tunnel.port ?? port };
-    if (authority.kind === 'ip') {
+    if (authority.kind === 'address') {
       tunnelTarget = { ip: authority.ip, port: authority.port };
     } else {
       // PROXY cannot carry a hostname: use a VIP of the service, ours network first, IPv4 first.
@@ -292,17 +234,6 @@ function isWaypointFor(snapshot: InboundLookup, network: string, local: Workload
   });
 }
 
-function formatAddr(a: SocketAddress): string {
-  return a.ip.includes(':') ? `[${a.ip}]:${a.port}` : `${a.ip}:${a.port}`;
-}
-
-function formatAuthorityOf(a: Authority): string {
-  return a.kind === 'ip' ? formatAddr(a) : `${a.hostname}:${a.port}`;
-}
-
-function badAuthority(message: string): InboundReject {
-  return reject('BAD_AUTHORITY', message);
-}
 
 function reject(code: ProxyErrorCode, message: string): InboundReject {
   return { kind: 'reject', code, message };

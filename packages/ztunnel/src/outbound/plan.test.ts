@@ -2,7 +2,8 @@ import type { Service, Workload } from '@ambient/control';
 import { describe, expect, it } from 'vitest';
 import { aService, aWorkload, gwAddress, gwHostname, randomSequence, serviceRef, snapshotOf } from '../../test/model-fixtures.js';
 import { illegalPorts } from '../ports.js';
-import { formatAuthority, planOutbound, type OutboundInput, type OutboundPlan } from './plan.js';
+import { formatAuthority as formatHboneAuthority, formatSocketAddress as formatAuthority } from '@ambient/dataplane';
+import { planOutbound, type OutboundInput, type OutboundPlan } from './plan.js';
 
 // ---- the world ---------------------------------------------------------
 
@@ -73,7 +74,7 @@ function summary(plan: OutboundPlan): Record<string, unknown> {
         kind: plan.kind,
         via: plan.via,
         nextHop: formatAuthority(plan.nextHop),
-        authority: plan.authority,
+        authority: formatHboneAuthority(plan.authority),
         ids: ids(plan),
         workload: plan.destination.workload?.uid,
         service: plan.destination.service?.hostname,
@@ -84,7 +85,7 @@ function summary(plan: OutboundPlan): Record<string, unknown> {
         via: plan.via,
         gateway: formatAuthority(plan.gateway),
         gatewayIds: idList(plan.gatewayIdentities),
-        innerAuthority: plan.innerAuthority,
+        innerAuthority: formatHboneAuthority(plan.innerAuthority),
         finalIds: idList(plan.finalIdentities),
         workload: plan.destination.workload?.uid,
         service: plan.destination.service?.hostname,
@@ -588,14 +589,5 @@ describe('planOutbound (ztunnel build_request)', () => {
     expect(await picked(0.49)).toBe('Kubernetes//Pod/ns/a');
     expect(await picked(0.5)).toBe('Kubernetes//Pod/ns/b');
     expect(await picked(0.999)).toBe('Kubernetes//Pod/ns/b');
-  });
-});
-
-describe('formatAuthority', () => {
-  it.each([
-    [{ ip: '10.0.0.1', port: 80 }, '10.0.0.1:80'],
-    [{ ip: 'fd00::1', port: 443 }, '[fd00::1]:443'],
-  ])('%o → %s', (addr, want) => {
-    expect(formatAuthority(addr)).toBe(want);
   });
 });

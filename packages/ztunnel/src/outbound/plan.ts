@@ -37,15 +37,10 @@ import {
   type Snapshot,
   type Workload,
 } from '@ambient/control';
-import type { ProxyErrorCode } from '@ambient/dataplane';
-import { canonicalPeerIp } from '@ambient/dataplane';
+import { canonicalPeerIp, formatSocketAddress, type HboneAuthority, type ProxyErrorCode, type SocketAddress } from '@ambient/dataplane';
 import { HBONE_PORT, isSelfCall } from '../ports.js';
 import { loadBalance, pickServiceWaypoint, resolveTargetPort, type ResolutionMode } from './load-balance.js';
 
-export interface SocketAddress {
-  readonly ip: string;
-  readonly port: number;
-}
 
 /** The snapshot lookups the planner needs. */
 export type OutboundLookup = Pick<Snapshot, 'findAddress' | 'serviceByVip' | 'workloadByAddress' | 'service' | 'endpoints' | 'workloads'>;
@@ -85,8 +80,8 @@ export interface HbonePlan {
   readonly via: OutboundVia;
   /** TCP next hop: `workloadIp:15008` or the waypoint's HBONE address. */
   readonly nextHop: SocketAddress;
-  /** CONNECT `:authority`: `ip:port` / `[v6]:port` of the target (the original destination for waypoints). */
-  readonly authority: string;
+  /** CONNECT `:authority`: the target address (the original destination for waypoints). */
+  readonly authority: HboneAuthority;
   /** The peer certificate must carry one of these (service SANs + workload identity). */
   readonly expectedIdentities: readonly Identity[];
   readonly destination: PlanDestination;
@@ -100,7 +95,7 @@ export interface DoubleHbonePlan {
   /** Identities the gateway must prove: its workload identity + its service SANs. */
   readonly gatewayIdentities: readonly Identity[];
   /** `hostname:servicePort`, used by both the outer and the inner CONNECT. */
-  readonly innerAuthority: string;
+  readonly innerAuthority: HboneAuthority;
   /** Identities the final hop must prove: the destination service's SANs only (an empty list verifies nothing and must fail closed). */
   readonly finalIdentities: readonly Identity[];
   /** `workload` is the gateway (as ztunnel reports it until response baggage says more). */
@@ -129,11 +124,6 @@ export interface RejectPlan {
 }
 
 export type OutboundPlan = HbonePlan | DoubleHbonePlan | TcpPlan | PassthroughPlan | RejectPlan;
-
-/** `ip:port`, or `[ip]:port` for IPv6. */
-export function formatAuthority(addr: SocketAddress): string {
-  return addr.ip.includes(':') ? `[${addr.ip}]:${addr.port}` : `${addr.ip}:${addr.port}`;
-}
 
 export function planOutbound(input: OutboundInput): OutboundPlan {
   const ip = canonicalPeerIp(input.origDst.ip);
@@ -180,7 +170,7 @@ class Planner {
   plan(): OutboundPlan {
     const { source, snapshot, illegalPorts } = this.#in;
     const target = this.#target;
-    const targetText = formatAuthority(target);
+    const targetText = formatSocketAddress(target);
 
     // Step 0: a call into ztunnel itself.
     if (isSelfCall(target.ip, target.port, illegalPorts)) {
@@ -250,7 +240,7 @@ class Planner {
         kind: 'hbone',
         via: 'direct',
         nextHop: { ip: dial.value, port: this.#hbonePort },
-        authority: formatAuthority({ ip: dial.value, port: upstream.port }),
+        authority: { kind: 'address', ip: dial.value, port: upstream.port },
         expectedIdentities: withWorkloadIdentity(upstream),
         destination,
       };
@@ -266,7 +256,7 @@ class Planner {
       via,
       nextHop: { ip: dial.value, port: waypoint.port },
       // The waypoint gets the original destination (VIP or pod IP), not a translated one.
-      authority: formatAuthority(this.#target),
+      authority: { kind: 'address', ip: this.#target.ip, port: this.#target.port },
       expectedIdentities: withWorkloadIdentity(waypoint),
       destination: { workload: waypoint.workload, service: intended },
     };
@@ -290,7 +280,7 @@ class Planner {
       via,
       gateway: { ip: dial.value, port: gw.value.port },
       gatewayIdentities: withWorkloadIdentity(gw.value),
-      innerAuthority: `${service.hostname}:${this.#target.port}`,
+      innerAuthority: { kind: 'hostname', hostname: service.hostname, port: this.#target.port },
       finalIdentities: parseSans(upstream.service),
       destination: { workload: gw.value.workload, service },
       remoteWorkload: upstream.workload,
@@ -342,7 +332,7 @@ class Planner {
     }
     const wl = snapshot.workloadByAddress(network, addr.ip);
     if (wl !== undefined) return { kind: 'parts', workload: wl, port: addr.port, service: undefined };
-    return { kind: 'none', reason: `no service or workload has address ${formatAuthority(addr)} on network "${network}"` };
+    return { kind: 'none', reason: `no service or workload has address ${formatSocketAddress(addr)} on network "${network}"` };
   }
 
   /** ztunnel `find_upstream_from_service`. */
@@ -369,7 +359,7 @@ class Planner {
     if (address === undefined) {
       return {
         ok: false,
-        plan: reject('NO_HEALTHY_UPSTREAM', `workload ${parts.workload.uid} has no address usable for ${formatAuthority(familyHint)} and no network gateway`),
+        plan: reject('NO_HEALTHY_UPSTREAM', `workload ${parts.workload.uid} has no address usable for ${formatSocketAddress(familyHint)} and no network gateway`),
       };
     }
     return { ok: true, value: { workload: parts.workload, port: parts.port, service: parts.service, address } };

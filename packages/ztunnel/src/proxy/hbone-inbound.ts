@@ -14,9 +14,9 @@ import { identityToString } from '@ambient/control';
 import { evaluate, describeDecision } from '../authz/evaluate.js';
 import type { ConnectionManager } from '../connection-manager.js';
 import { ERROR_DISPOSITIONS, ProxyError, asProxyError } from '@ambient/dataplane';
-import { baggageForWorkload, encodeBaggage, formatAuthority, type HboneAuthority } from '@ambient/dataplane';
+import { baggageForWorkload, encodeBaggage, formatAuthority } from '@ambient/dataplane';
 import type { ConnectHandler, ConnectRequest } from '@ambient/dataplane';
-import { planInbound, type Authority } from '../inbound/plan.js';
+import { planInbound } from '../inbound/plan.js';
 import { awaitWorkload } from './await-workload.js';
 import { relayAndRecord } from './relay.js';
 import { encodeProxyV2 } from '@ambient/dataplane';
@@ -32,10 +32,6 @@ export interface HboneInboundDeps extends InboundContext {
   /** ENABLE_RESPONSE_BAGGAGE. */
   readonly responseBaggage: boolean;
   readonly localhostAppTunnel: boolean;
-}
-
-function toPlanAuthority(a: HboneAuthority): Authority {
-  return a.kind === 'address' ? { kind: 'ip', ip: a.ip, port: a.port } : { kind: 'hostname', hostname: a.hostname, port: a.port };
 }
 
 export function createHboneInboundHandler(deps: HboneInboundDeps): ConnectHandler {
@@ -62,7 +58,7 @@ async function serveConnect(deps: HboneInboundDeps, req: ConnectRequest): Promis
     localWorkload: local,
     localIp: req.local.ip,
     network: deps.network,
-    authority: toPlanAuthority(req.request.authority),
+    authority: req.request.authority,
     illegalPorts: deps.illegalPorts,
     forwardedHost: req.request.forwardedHost,
     localhostAppTunnel: deps.localhostAppTunnel,

@@ -5,9 +5,7 @@
  */
 import type { Socket } from 'node:net';
 import type { Clock } from '@ambient/control';
-import { ProxyError } from '@ambient/dataplane';
-import type { SocketAddress, SocketFactory } from '@ambient/dataplane';
-import { formatSocketAddress } from '@ambient/dataplane';
+import { describeError, formatSocketAddress, ProxyError, settleWithin, type SocketAddress, type SocketFactory } from '@ambient/dataplane';
 
 export interface UpstreamConnectOptions {
   readonly sockets: SocketFactory;
@@ -19,32 +17,28 @@ export interface UpstreamConnectOptions {
 }
 
 export function connectUpstream(o: UpstreamConnectOptions): Promise<Socket> {
-  return new Promise((resolve, reject) => {
-    const socket = o.sockets.connect(o.localAddress === undefined ? { ip: o.to.ip, port: o.to.port } : { ip: o.to.ip, port: o.to.port, localAddress: o.localAddress });
-    const target = formatSocketAddress(o.to);
-    const finish = (err: ProxyError | undefined) => {
-      timer.cancel();
-      socket.off('connect', onConnect);
-      socket.off('error', onError);
-      o.signal?.removeEventListener('abort', onAbort);
-      if (err) {
-        socket.destroy();
-        reject(err);
-      } else {
-        resolve(socket);
-      }
-    };
-    const onConnect = () => finish(undefined);
-    const onError = (e: Error) => finish(new ProxyError('UPSTREAM_CONNECT_FAILED', `connect to ${target} failed: ${e.message}`, { cause: e }));
-    const onAbort = () => finish(new ProxyError('UPSTREAM_CONNECT_FAILED', `connect to ${target} cancelled`));
-    const timer = o.clock.setTimer(o.timeoutMs, () =>
-      finish(new ProxyError('UPSTREAM_TIMEOUT', `connect to ${target} timed out after ${o.timeoutMs} ms`)),
-    );
-    socket.once('connect', onConnect);
-    socket.once('error', onError);
-    if (o.signal?.aborted) onAbort();
-    else o.signal?.addEventListener('abort', onAbort, { once: true });
-  });
+  const target = formatSocketAddress(o.to);
+  return settleWithin<Socket>(
+    {
+      clock: o.clock,
+      timeoutMs: o.timeoutMs,
+      onTimeout: () => ({ error: new ProxyError('UPSTREAM_TIMEOUT', `connect to ${target} timed out after ${o.timeoutMs} ms`) }),
+      signal: o.signal,
+      onAbort: () => ({ error: new ProxyError('UPSTREAM_CONNECT_FAILED', `connect to ${target} cancelled`) }),
+    },
+    (settle) => {
+      const socket = o.sockets.connect(o.localAddress === undefined ? { ip: o.to.ip, port: o.to.port } : { ip: o.to.ip, port: o.to.port, localAddress: o.localAddress });
+      const onConnect = () => settle.resolve(socket);
+      const onError = (e: Error) => settle.reject(new ProxyError('UPSTREAM_CONNECT_FAILED', `connect to ${target} failed: ${describeError(e)}`, { cause: e }));
+      socket.once('connect', onConnect);
+      socket.once('error', onError);
+      return (outcome) => {
+        socket.off('connect', onConnect);
+        socket.off('error', onError);
+        if (outcome === 'rejected') socket.destroy();
+      };
+    },
+  );
 }
 
 /**
