@@ -42,6 +42,7 @@ export type ProxyErrorCode =
   | 'H2_PROTOCOL_VIOLATION' //    floods, oversize headers, preface timeout
   | 'CONNECTION_LIMIT' //         global connection cap reached
   | 'DRAINING' //                 ztunnel (or this pod's proxy) is shutting down
+  | 'CLIENT_GONE' //              the client closed or reset before the tunnel was established (not a denial)
   | 'INTERNAL';
 
 export type LogLevel = 'debug' | 'info' | 'warn' | 'error';
@@ -76,6 +77,7 @@ export const ERROR_DISPOSITIONS: Readonly<Record<ProxyErrorCode, ErrorDispositio
   H2_PROTOCOL_VIOLATION: { httpStatus: undefined, responseFlag: 'H2_HANDSHAKE_FAILURE', logLevel: 'warn' },
   CONNECTION_LIMIT: { httpStatus: 503, responseFlag: 'CONNECT', logLevel: 'warn' },
   DRAINING: { httpStatus: 503, responseFlag: 'CONNECT', logLevel: 'info' },
+  CLIENT_GONE: { httpStatus: undefined, responseFlag: '-', logLevel: 'debug' },
   INTERNAL: { httpStatus: 503, responseFlag: 'CONNECT', logLevel: 'error' },
 };
 

@@ -13,6 +13,7 @@ import type { SocketAddress } from '../src/net/address.js';
 import { DEFAULT_HBONE_SERVER_LIMITS } from '../src/hbone/server-limits.js';
 import { asWorkloadCertificate, customCert, id, newCa, signerOf, workloadCert } from '../src/testing/certs.js';
 import { connect, h2Client, readAll, response, startHarness, until, type Harness } from './support/hbone-server-harness.js';
+import { ProxyError } from '../src/errors.js';
 import {
   connectHeaders,
   connectTcp,
@@ -172,7 +173,7 @@ describe('CONNECT streams', () => {
   });
 
   it('answers a rejection with its status and ends the stream; the abort signal fires when the client goes away', async () => {
-    const h = await start({ onConnect: (r) => { if (r.request.authority.kind === 'address' && r.request.authority.port === 401) r.reject(401, 'denied by policy'); } });
+    const h = await start({ onConnect: (r) => { if (r.request.authority.kind === 'address' && r.request.authority.port === 401) r.refuse(new ProxyError('POLICY_DENIED', 'denied by policy')); } });
     const session = await client(h);
     const denied = connect(session, '127.0.0.1:401');
     denied.write('must never reach an upstream');
@@ -386,7 +387,7 @@ describe('HTTP/2 settings', () => {
     const streams = Array.from({ length: 201 }, (_, i) => connect(session, `127.0.0.1:${i + 1}`));
     await until(() => h.requests.items.length === 200, '200 streams at the handler');
     expect(h.requests.items.some((r) => r.request.authority.port === 201)).toBe(false);
-    h.requests.items[0]?.reject(503, 'done');
+    h.requests.items[0]?.refuse(new ProxyError('NO_HEALTHY_UPSTREAM', 'done'));
     const last = await h.requests.next((r) => r.request.authority.port === 201);
     expect(last.state).toBe('pending');
     for (const s of streams) s.close();

@@ -20,7 +20,7 @@
 import type { CertManager, Clock, Identity, Random, RandomBytes, Snapshot, Store, WorkloadInfo } from '@ambient/control';
 import type { Server } from 'node:net';
 import type { Logger } from 'pino';
-import { describeDecision, evaluate } from './authz/evaluate.js';
+import { authorize } from './authz/authorize.js';
 import type { ZtunnelConfig } from './config.js';
 import { ConnectionManager } from './connection-manager.js';
 import { ProxyError } from '@ambient/dataplane';
@@ -110,8 +110,8 @@ export async function startWorkloadProxy(shared: ProxyShared, spec: WorkloadProx
     (snapshot, c) => {
       const w = c.policyWorkloadUid === undefined ? undefined : snapshot.workload(c.policyWorkloadUid);
       if (w === undefined) return { allow: false, reason: 'the destination workload is gone' };
-      const d = evaluate(snapshot.policiesFor(w), { src: c.src, dst: c.originalDst, srcIdentity: c.srcIdentity, dstNetwork: config.control.network });
-      return { allow: d.allow, reason: describeDecision(d) };
+      const a = authorize(snapshot, w, { src: c.src, dst: c.originalDst, srcIdentity: c.srcIdentity, dstNetwork: config.control.network }, 'POLICY_CHANGED');
+      return { allow: a.denied === undefined, reason: a.reason };
     },
     plog.child({ component: 'policy' }),
   );

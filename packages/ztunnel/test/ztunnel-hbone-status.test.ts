@@ -136,6 +136,21 @@ describe('HBONE failure statuses of a whole ztunnel', () => {
     expect((await readAll(answer.stream)).toString()).toBe('better late');
   });
 
+  it('a client that leaves while its destination workload is awaited is recorded as gone, not refused', async () => {
+    const GONE_IP = '127.0.11.24';
+    const gone = await startZtunnel(cp, { ip: GONE_IP, workload: { namespace: 'demo', name: 'gone-0', serviceAccount: 'gone' }, localWorkloadWaitMs: 5_000, logLevel: 'debug' });
+    cleanups.push(() => gone.close());
+    const c = await client(GONE_IP);
+    const stream = c.session.request({ ':method': 'CONNECT', ':authority': `${GONE_IP}:8080` }, { endStream: false });
+    stream.on('error', () => {});
+    // The PING answer comes after the server processed the HEADERS before it: the handler is waiting now.
+    await new Promise<void>((resolve, reject) => c.session.ping((err) => (err ? reject(err) : resolve())));
+    stream.close(0x8); // RST_STREAM CANCEL while the ztunnel waits for its workload
+    await gone.waitForLog((r) => r['code'] === 'CLIENT_GONE', 'the client-gone debug line');
+    const lines = gone.logs.map((l) => JSON.parse(l) as Record<string, unknown>);
+    expect(lines.filter((r) => r['code'] === 'UNKNOWN_LOCAL_WORKLOAD' || r['code'] === 'POLICY_DENIED')).toEqual([]);
+  });
+
   it('answers 503 to a CONNECT to one of ztunnel\'s own ports (15008, 15006, 15001, 15080)', async () => {
     const c = await client();
     for (const port of [15008, 15006, 15001, 15080]) {

@@ -50,7 +50,7 @@ import {
   type HboneSessionOptions,
 } from './server-limits.js';
 
-const { NGHTTP2_NO_ERROR, NGHTTP2_ENHANCE_YOUR_CALM } = http2.constants;
+const { NGHTTP2_NO_ERROR, NGHTTP2_CANCEL, NGHTTP2_ENHANCE_YOUR_CALM } = http2.constants;
 const LIMIT_LOG_INTERVAL_MS = 1000;
 
 /** The verified mTLS peer of a connection. */
@@ -85,8 +85,12 @@ export interface ConnectRequest {
    * the returned stream is already destroyed. Throws if already answered.
    */
   accept(headers?: OutgoingHttpHeaders): Duplex;
-  /** Answers with `status` and ends the stream; no-op if already answered or closed. */
-  reject(status: number, reason: string, headers?: OutgoingHttpHeaders): void;
+  /**
+   * Refuses with the HBONE status the error table gives `error.code`
+   * (ERROR_DISPOSITIONS: 400/401/503; a code without a status resets the
+   * stream) and ends the stream; no-op if already answered or closed.
+   */
+  refuse(error: ProxyError, headers?: OutgoingHttpHeaders): void;
 }
 
 export type ConnectHandler = (request: ConnectRequest) => void | Promise<void>;
@@ -198,11 +202,23 @@ class PendingConnect implements ConnectRequest {
     return stream;
   }
 
-  reject(status: number, reason: string, headers: OutgoingHttpHeaders = {}): void {
+  refuse(error: ProxyError, headers: OutgoingHttpHeaders = {}): void {
     if (this.#state !== 'pending') return;
     this.#state = 'rejected';
-    respondAndClose(this.#stream, status, headers);
-    this.onAnswer(this, status, reason);
+    const status = ERROR_DISPOSITIONS[error.code].httpStatus;
+    if (status === undefined) resetStream(this.#stream);
+    else respondAndClose(this.#stream, status, headers);
+    this.onAnswer(this, status ?? 0, `${error.code}: ${error.message}`);
+  }
+}
+
+/** Ends a stream without an answer (RST_STREAM CANCEL), for codes without an HBONE status. */
+function resetStream(stream: ServerHttp2Stream): void {
+  if (stream.destroyed || stream.closed) return;
+  try {
+    stream.close(NGHTTP2_CANCEL);
+  } catch {
+    stream.destroy();
   }
 }
 
@@ -436,7 +452,7 @@ export class HboneServer {
     const failed = (err: unknown) => {
       const e = asProxyError(err);
       conn.log.error({ stream: streamId, err: e.message }, 'HBONE CONNECT handler failed');
-      if (request.state === 'pending') request.reject(ERROR_DISPOSITIONS[e.code].httpStatus ?? 503, e.message);
+      if (request.state === 'pending') request.refuse(ERROR_DISPOSITIONS[e.code].httpStatus === undefined ? new ProxyError('INTERNAL', e.message) : e);
       else if (!stream.destroyed) stream.destroy();
     };
     try {

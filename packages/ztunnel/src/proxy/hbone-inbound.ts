@@ -4,16 +4,19 @@
  *  1. context: the local workload, the parsed authority, the inbound plan —
  *     a failure is an early deny (warn log, 400/503, no metrics);
  *  2. checks before 200: the connection is registered for policy re-checks,
- *     then L4 authorization (401 + DENY), then the upstream connect (503 +
- *     CONNECT). Nothing is answered, and no byte read, before both passed;
+ *     then L4 authorization (authz/authorize.ts, the same step 15006 and the
+ *     re-checks run: 401 + DENY), then the upstream connect (503 + CONNECT).
+ *     Nothing is answered, and no byte read, before both passed. A client
+ *     that leaves meanwhile is recorded as CLIENT_GONE, never as a denial;
+ *     every status comes from the one error table (ConnectRequest.refuse);
  *  3. 200 (with response baggage), an optional PROXY v2 header, then bytes
  *     both ways until both sides end; metrics and the access log once at the end.
  */
 import type { Snapshot, Workload } from '@ambient/control';
 import { identityToString } from '@ambient/control';
-import { evaluate, describeDecision } from '../authz/evaluate.js';
+import { authorize, logDecision } from '../authz/authorize.js';
 import type { ConnectionManager } from '../connection-manager.js';
-import { ERROR_DISPOSITIONS, ProxyError, asProxyError } from '@ambient/dataplane';
+import { ProxyError, asProxyError } from '@ambient/dataplane';
 import { baggageForWorkload, encodeBaggage, formatAuthority } from '@ambient/dataplane';
 import type { ConnectHandler, ConnectRequest } from '@ambient/dataplane';
 import { planInbound } from '../inbound/plan.js';
@@ -39,7 +42,7 @@ export function createHboneInboundHandler(deps: HboneInboundDeps): ConnectHandle
     // Last resort: never leave a stream unanswered or crash the process.
     const e = asProxyError(err);
     deps.log.error({ err: e.message, code: e.code }, 'inbound HBONE handler failed');
-    req.reject(ERROR_DISPOSITIONS[e.code].httpStatus ?? 503, e.message);
+    req.refuse(e);
   });
 }
 
@@ -50,6 +53,10 @@ async function serveConnect(deps: HboneInboundDeps, req: ConnectRequest): Promis
   // Phase 1: context. The local workload may arrive from WDS a moment after its first traffic.
   const found = await awaitWorkload(deps.store, (s) => deps.localWorkload(s, req.local.ip), deps.clock, deps.localWorkloadWaitMs, req.signal);
   if (found === undefined) {
+    if (req.signal.aborted) {
+      log.debug({ code: 'CLIENT_GONE' }, 'the client closed the stream while its destination workload was awaited');
+      return;
+    }
     return earlyDeny(req, log, new ProxyError('UNKNOWN_LOCAL_WORKLOAD', `no workload serves ${req.local.ip} on this ztunnel (not in workload discovery after ${deps.localWorkloadWaitMs} ms)`));
   }
   const { workload: local, snapshot } = found;
@@ -104,21 +111,27 @@ async function serveConnect(deps: HboneInboundDeps, req: ConnectRequest): Promis
     { direction: 'inbound', src, originalDst: plan.target, actualDst: plan.upstream, protocol: 'HBONE', srcIdentity: req.peer.identity, policyWorkloadUid: local.uid },
     (err) => abort.abort(err),
   );
+  /** Records and answers a refusal; every status comes from the error table. */
+  const refuse = (err: ProxyError): void => {
+    result.record(err);
+    req.refuse(err);
+  };
+  /** Why the connection can no longer go on: a policy change or drain (the manager's reason), or the client left. */
+  const interrupted = (): ProxyError | undefined => {
+    if (abort.signal.aborted) {
+      const reason = abort.signal.reason instanceof ProxyError ? abort.signal.reason : new ProxyError('POLICY_CHANGED', 'connection closed due to policy change');
+      // No tunnel exists yet: a policy change before the 200 is answered as a denial (401).
+      return reason.code === 'POLICY_CHANGED' ? new ProxyError('POLICY_DENIED', reason.message) : reason;
+    }
+    if (req.signal.aborted) return new ProxyError('CLIENT_GONE', 'the client closed the stream before the tunnel was established');
+    return undefined;
+  };
   try {
-    const conn = { src, dst: plan.target, srcIdentity: req.peer.identity, dstNetwork: deps.network };
-    const decision = evaluate(snapshot.policiesFor(local), conn);
-    if (deps.authzInfoLogging || decision.dryRun.length > 0) log.info({ decision: describeDecision(decision) }, 'authorization decision');
-    if (!decision.allow) {
-      const err = new ProxyError('POLICY_DENIED', `connection denied: ${describeDecision(decision)}`);
-      result.record(err);
-      req.reject(401, err.message);
-      return;
-    }
-    if (abort.signal.aborted || req.signal.aborted) {
-      result.record(abort.signal.reason ?? new ProxyError('INTERNAL', 'client went away'));
-      req.reject(401, 'connection closed due to policy change');
-      return;
-    }
+    const authz = authorize(snapshot, local, { src, dst: plan.target, srcIdentity: req.peer.identity, dstNetwork: deps.network });
+    logDecision(log, authz, deps.authzInfoLogging);
+    if (authz.denied !== undefined) return refuse(authz.denied);
+    const gone = interrupted();
+    if (gone !== undefined) return refuse(gone);
 
     let upstream;
     try {
@@ -131,19 +144,15 @@ async function serveConnect(deps: HboneInboundDeps, req: ConnectRequest): Promis
         signal: req.signal,
       });
     } catch (err) {
-      const e = asProxyError(err);
-      result.record(e);
-      req.reject(503, e.message);
-      return;
+      return refuse(interrupted() ?? asProxyError(err));
     }
 
     // Phase 3: 200, then bytes.
     const headers = deps.responseBaggage ? { baggage: encodeBaggage(baggageForWorkload(local)) } : {};
-    if (req.signal.aborted || abort.signal.aborted) {
+    const goneLate = interrupted();
+    if (goneLate !== undefined) {
       upstream.destroy();
-      result.record(abort.signal.reason ?? new ProxyError('INTERNAL', 'client went away before the tunnel was established'));
-      req.reject(503, 'connection closed');
-      return;
+      return refuse(goneLate);
     }
     const tunnel = req.accept(headers);
     if (plan.proxyProtocol) {
@@ -156,9 +165,8 @@ async function serveConnect(deps: HboneInboundDeps, req: ConnectRequest): Promis
 }
 
 function earlyDeny(req: ConnectRequest, log: InboundContext['log'], err: ProxyError): void {
-  const d = ERROR_DISPOSITIONS[err.code];
   log.warn({ src: formatSocketAddress(req.remote), dst: formatAuthority(req.request.authority), error: err.message, code: err.code }, 'connection failed');
-  req.reject(d.httpStatus ?? 503, err.message);
+  req.refuse(err);
 }
 
 function sourceWorkload(snapshot: Snapshot, network: string, ip: string): Workload | undefined {

@@ -7,9 +7,9 @@
  * original destination. A denial closes the connection.
  */
 import type { Socket } from 'node:net';
-import { describeDecision, evaluate } from '../authz/evaluate.js';
+import { authorize, logDecision } from '../authz/authorize.js';
 import type { ConnectionManager } from '../connection-manager.js';
-import { ProxyError, asProxyError } from '@ambient/dataplane';
+import { asProxyError } from '@ambient/dataplane';
 import { awaitWorkload } from './await-workload.js';
 import { relayAndRecord } from './relay.js';
 import type { ConnectionResults } from '../metrics/connection-result.js';
@@ -66,10 +66,10 @@ export async function servePlaintextInbound(deps: PlaintextInboundDeps, socket: 
     (err) => abort.abort(err),
   );
   try {
-    const decision = evaluate(snapshot.policiesFor(local), { src: peer, dst: target, srcIdentity: undefined, dstNetwork: deps.network });
-    if (deps.authzInfoLogging) log.info({ decision: describeDecision(decision) }, 'authorization decision');
-    if (!decision.allow) {
-      result.record(new ProxyError('POLICY_DENIED', `connection denied: ${describeDecision(decision)}`));
+    const authz = authorize(snapshot, local, { src: peer, dst: target, srcIdentity: undefined, dstNetwork: deps.network });
+    logDecision(log, authz, deps.authzInfoLogging);
+    if (authz.denied !== undefined) {
+      result.record(authz.denied);
       socket.destroy();
       return;
     }

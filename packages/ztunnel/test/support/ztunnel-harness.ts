@@ -72,6 +72,8 @@ export interface StartZtunnelOptions {
   readonly originalDestination?: OriginalDestination;
   /** How long inbound waits for an unknown local workload (default 500 ms here; 5 s in production). */
   readonly localWorkloadWaitMs?: number;
+  /** The log level (default ZT_TEST_LOG_LEVEL or info); debug for tests that wait for debug lines. */
+  readonly logLevel?: string;
   /** XDS_ADDRESS / CA_ADDRESS (default the control plane's own URL). */
   readonly controlPlaneUrl?: string;
   /** Shared (in-pod) mode on this platform: the ztunnel runs as the node agent (istio-system/ztunnel on node-a). */
@@ -128,7 +130,7 @@ export async function startZtunnel(cp: TestControlPlane, o: StartZtunnelOptions)
   };
   const logger = createLogger({
     format: 'json',
-    level: process.env['ZT_TEST_LOG_LEVEL'] ?? 'info',
+    level: o.logLevel ?? process.env['ZT_TEST_LOG_LEVEL'] ?? 'info',
     destination: {
       write: (line: string) => {
         logs.push(line);
