@@ -45,6 +45,7 @@ describe('parseConfig defaults', () => {
       keepaliveRetries: 9,
       keepaliveEnabled: true,
       userTimeoutEnabled: false,
+      tcp: { noDelay: true, keepAlive: true, keepAliveTimeMs: 180_000 },
     });
     expect(c.terminationDeadlineMs).toBe(5_000);
     expect(c.connectTimeoutMs).toBe(10_000);
@@ -99,7 +100,8 @@ describe('parseConfig variables', () => {
     ['orig src off', { ENABLE_ORIG_SRC: 'false' }, (c) => c.requireOriginalSource, false],
     ['pool', { POOL_MAX_STREAMS_PER_CONNECTION: '7', POOL_UNUSED_RELEASE_TIMEOUT: '30s' }, (c) => c.pool, { maxStreamsPerConnection: 7, unusedReleaseTimeoutMs: 30_000 }],
     ['http2', { HTTP2_STREAM_WINDOW_SIZE: '65535', HTTP2_CONNECTION_WINDOW_SIZE: '262140', HTTP2_FRAME_SIZE: '16384' }, (c) => c.http2, { streamWindowSize: 65_535, connectionWindowSize: 262_140, frameSize: 16_384 }],
-    ['keepalive', { KEEPALIVE_TIME: '1m', KEEPALIVE_INTERVAL: '15s', KEEPALIVE_RETRIES: '3', KEEPALIVE_ENABLED: 'false', USER_TIMEOUT_ENABLED: 'true' }, (c) => c.socket, { keepaliveTimeMs: 60_000, keepaliveIntervalMs: 15_000, keepaliveRetries: 3, keepaliveEnabled: false, userTimeoutEnabled: true }],
+    ['keepalive', { KEEPALIVE_TIME: '1m', KEEPALIVE_INTERVAL: '15s', KEEPALIVE_RETRIES: '3', KEEPALIVE_ENABLED: 'false', USER_TIMEOUT_ENABLED: 'true' }, (c) => c.socket, { keepaliveTimeMs: 60_000, keepaliveIntervalMs: 15_000, keepaliveRetries: 3, keepaliveEnabled: false, userTimeoutEnabled: true, tcp: { noDelay: true, keepAlive: false, keepAliveTimeMs: 60_000 } }],
+    ['keepalive time applied to sockets', { KEEPALIVE_TIME: '30s' }, (c) => c.socket.tcp, { noDelay: true, keepAlive: true, keepAliveTimeMs: 30_000 }],
     ['explicit termination deadline wins', { CONNECTION_TERMINATION_DEADLINE: '12s', TERMINATION_GRACE_PERIOD_SECONDS: '30' }, (c) => c.terminationDeadlineMs, 12_000],
     ['chart grace period 30 s gives 25 s', { TERMINATION_GRACE_PERIOD_SECONDS: '30' }, (c) => c.terminationDeadlineMs, 25_000],
     ['grace period 10 s gives 9 s', { TERMINATION_GRACE_PERIOD_SECONDS: '10' }, (c) => c.terminationDeadlineMs, 9_000],
@@ -116,7 +118,6 @@ describe('parseConfig variables', () => {
     ['RUST_LOG', { RUST_LOG: 'access=debug,info' }, (c) => c.logFilter, 'access=debug,info'],
     ['json logs', { LOG_FORMAT: 'json' }, (c) => c.logFormat, 'json'],
     ['CRL path enables revocation checking, without a warning', { CRL_PATH: '/etc/crl.pem' }, (c) => [c.crlPath, c.warnings.some((w) => w.includes('CRL'))], ['/etc/crl.pem', false]],
-    ['pqc', { COMPLIANCE_POLICY: 'pqc' }, (c) => c.compliancePolicy, 'pqc'],
     ['istio version', { ISTIO_META_ISTIO_VERSION: '1.29.0' }, (c) => c.istioVersion, '1.29.0'],
     ['DNS capture off', { ISTIO_META_DNS_CAPTURE: 'false' }, (c) => c.dnsProxy, false],
     ['DNS proxy address', { ISTIO_META_DNS_PROXY_ADDR: '127.0.0.1:16053' }, (c) => c.addresses.dnsProxy, { host: '127.0.0.1', port: 16053 }],
@@ -238,11 +239,29 @@ describe('parseConfig errors', () => {
     ['nothing to run', { ENABLE_PROXY: 'false', ISTIO_META_DNS_CAPTURE: 'false' }, /^ENABLE_PROXY: ztunnel would run without any servers/],
     ['bad DNS proxy address', { ISTIO_META_DNS_PROXY_ADDR: 'dns' }, /^ISTIO_META_DNS_PROXY_ADDR: "dns"/],
     ['bad compliance policy', { COMPLIANCE_POLICY: 'fips' }, /^COMPLIANCE_POLICY: "fips"/],
+    ['pqc cannot be met: fail closed', { COMPLIANCE_POLICY: 'pqc' }, /^COMPLIANCE_POLICY: "pqc": .*X25519MLKEM768.*does not offer/],
     ['bad RUST_LOG', { RUST_LOG: 'access=chatty' }, /^RUST_LOG: "access=chatty": .*expected a level/],
     ['unknown command', {}, /^argv: unknown command "serve"/],
   ])('%s', (name, env, pattern) => {
     const errs = problems(env, name === 'unknown command' ? ['serve'] : []);
     expect(errs).toEqual([expect.stringMatching(pattern)]);
+  });
+});
+
+describe('settings Node.js cannot apply are warned about, never silently ignored', () => {
+  it.each<[string, Record<string, string>, RegExp]>([
+    ['keepalive interval', { KEEPALIVE_INTERVAL: '15s' }, /^KEEPALIVE_INTERVAL=15s \/ KEEPALIVE_RETRIES=9 cannot be applied: .*tcp_keepalive_intvl/],
+    ['keepalive retries', { KEEPALIVE_RETRIES: '3' }, /KEEPALIVE_RETRIES=3 cannot be applied/],
+    ['user timeout', { USER_TIMEOUT_ENABLED: 'true' }, /^USER_TIMEOUT_ENABLED=true cannot be applied: .*TCP_USER_TIMEOUT/],
+    ['TLS 1.2', { TLS12_ENABLED: 'true' }, /^TLS12_ENABLED=true is ignored: HBONE stays TLS 1.3-only/],
+  ])('%s', (_name, env, pattern) => {
+    expect(parsed(env).warnings).toEqual([expect.stringMatching(pattern)]);
+  });
+
+  it('defaults warn about nothing', () => {
+    expect(parsed({}).warnings).toEqual([]);
+    // Keepalive off: its interval and retries do not matter.
+    expect(parsed({ KEEPALIVE_ENABLED: 'false', KEEPALIVE_RETRIES: '3' }).warnings).toEqual([]);
   });
 });
 

@@ -19,7 +19,7 @@ import {
   type Rejection,
   type Result,
 } from '@ambient/control';
-import { isLoopbackHost, parseListenAddress, type ListenAddress } from '@ambient/dataplane';
+import { isLoopbackHost, parseListenAddress, type ListenAddress, type TcpSocketOptions } from '@ambient/dataplane';
 import { parse as parseYaml } from 'yaml';
 export { formatListenAddress, isLoopbackHost, parseListenAddress, type ListenAddress } from '@ambient/dataplane';
 import { DEFAULT_LOG_FILTER, parseLogFilter, type LogFormat } from '@ambient/dataplane';
@@ -78,12 +78,20 @@ export interface ZtunnelConfig {
     readonly connectionWindowSize: number;
     readonly frameSize: number;
   };
+  /**
+   * KEEPALIVE_*, USER_TIMEOUT_ENABLED as ztunnel reads them. Node sets
+   * SO_KEEPALIVE and TCP_KEEPIDLE only (`tcp` below, applied to every socket we
+   * make or accept); a non-default interval, retry count or user timeout is
+   * warned about at start-up (the kernel's values apply).
+   */
   readonly socket: {
     readonly keepaliveTimeMs: number;
     readonly keepaliveIntervalMs: number;
     readonly keepaliveRetries: number;
     readonly keepaliveEnabled: boolean;
     readonly userTimeoutEnabled: boolean;
+    /** What is applied: TCP_NODELAY, KEEPALIVE_ENABLED, KEEPALIVE_TIME. */
+    readonly tcp: TcpSocketOptions;
   };
   /** How long a drain waits for open connections before force-closing them. */
   readonly terminationDeadlineMs: number;
@@ -498,9 +506,34 @@ export function parseConfig(env: Env, probe: ConfigProbe, argv: readonly string[
   let compliancePolicy: 'pqc' | undefined;
   const cp = env['COMPLIANCE_POLICY'];
   if (cp !== undefined && cp !== '') {
-    if (cp === 'pqc') compliancePolicy = 'pqc';
+    // ztunnel's pqc policy restricts TLS to the X25519MLKEM768 key exchange. Node.js 20's OpenSSL has no
+    // ML-KEM, so the policy cannot be met: refuse to start rather than run non-compliant (fail closed).
+    if (cp === 'pqc') bad('COMPLIANCE_POLICY', cp, 'the "pqc" policy needs the X25519MLKEM768 key exchange, which this build\'s TLS library (Node.js OpenSSL) does not offer; unset COMPLIANCE_POLICY or run Istio\'s ztunnel on this node');
     else bad('COMPLIANCE_POLICY', cp, 'expected "pqc" or empty');
   }
+
+  const socketConfig = (): ZtunnelConfig['socket'] => {
+    const keepaliveTimeMs = duration('KEEPALIVE_TIME', 180_000);
+    const keepaliveIntervalMs = duration('KEEPALIVE_INTERVAL', 180_000);
+    const keepaliveRetries = int('KEEPALIVE_RETRIES', 9, 0, MAX_U32);
+    const keepaliveEnabled = bool('KEEPALIVE_ENABLED', true);
+    const userTimeoutEnabled = bool('USER_TIMEOUT_ENABLED', false);
+    if (keepaliveEnabled && (keepaliveIntervalMs !== 180_000 || keepaliveRetries !== 9)) {
+      warnings.push(
+        `KEEPALIVE_INTERVAL=${keepaliveIntervalMs / 1000}s / KEEPALIVE_RETRIES=${keepaliveRetries} cannot be applied: Node.js sets only TCP_KEEPIDLE (KEEPALIVE_TIME); the kernel's tcp_keepalive_intvl and tcp_keepalive_probes apply`,
+      );
+    }
+    if (userTimeoutEnabled) warnings.push('USER_TIMEOUT_ENABLED=true cannot be applied: Node.js cannot set TCP_USER_TIMEOUT; dead peers are found by TCP keepalive and the HTTP/2 PING keepalive');
+    return {
+      keepaliveTimeMs, keepaliveIntervalMs, keepaliveRetries, keepaliveEnabled, userTimeoutEnabled,
+      tcp: { noDelay: true, keepAlive: keepaliveEnabled, keepAliveTimeMs: keepaliveTimeMs },
+    };
+  };
+  const tls12 = (): boolean => {
+    const enabled = bool('TLS12_ENABLED', false);
+    if (enabled) warnings.push('TLS12_ENABLED=true is ignored: HBONE stays TLS 1.3-only (every ztunnel, waypoint and istiod speaks TLS 1.3)');
+    return enabled;
+  };
 
   const crlPath = env['CRL_PATH'] ? env['CRL_PATH'] : undefined;
 
@@ -547,17 +580,11 @@ export function parseConfig(env: Env, probe: ConfigProbe, argv: readonly string[
       connectionWindowSize: int('HTTP2_CONNECTION_WINDOW_SIZE', 16 * 1024 * 1024, 1, MAX_WINDOW),
       frameSize: int('HTTP2_FRAME_SIZE', 1024 * 1024, 16_384, 16_777_215),
     },
-    socket: {
-      keepaliveTimeMs: duration('KEEPALIVE_TIME', 180_000),
-      keepaliveIntervalMs: duration('KEEPALIVE_INTERVAL', 180_000),
-      keepaliveRetries: int('KEEPALIVE_RETRIES', 9, 0, MAX_U32),
-      keepaliveEnabled: bool('KEEPALIVE_ENABLED', true),
-      userTimeoutEnabled: bool('USER_TIMEOUT_ENABLED', false),
-    },
+    socket: socketConfig(),
     terminationDeadlineMs,
     connectTimeoutMs: duration('ZTUNNEL_CONNECT_TIMEOUT', 10_000, 1),
     workerThreads,
-    tls12Enabled: bool('TLS12_ENABLED', false),
+    tls12Enabled: tls12(),
     compliancePolicy,
     crlPath,
     enableResponseBaggage: bool('ENABLE_RESPONSE_BAGGAGE', true),

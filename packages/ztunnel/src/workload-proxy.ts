@@ -31,7 +31,7 @@ import type { ConnectionResults } from './metrics/connection-result.js';
 import type { RefusalReason } from './metrics/components.js';
 import type { ZtunnelMetrics } from './metrics/index.js';
 import { startDnsProxy, type DnsMetricsRecorder, type Nameserver } from './dns/index.js';
-import { formatSocketAddress, type OriginalDestination, type SocketFactory } from '@ambient/dataplane';
+import { applyTcpSocketOptions, formatSocketAddress, type OriginalDestination, type SocketFactory } from '@ambient/dataplane';
 import type { InboundContext } from './proxy/context.js';
 import { createHboneInboundHandler } from './proxy/hbone-inbound.js';
 import type { OutboundDeps } from './proxy/outbound.js';
@@ -123,6 +123,7 @@ export async function startWorkloadProxy(shared: ProxyShared, spec: WorkloadProx
       clock,
       connectTimeoutMs: config.connectTimeoutMs,
       bindSourceIp: spec.bindSourceIp,
+      tcp: config.socket.tcp,
       // The pod's factory: in-pod mode dials from inside the pod's namespace with SO_MARK.
       sockets: spec.sockets,
       settings: {
@@ -149,6 +150,7 @@ export async function startWorkloadProxy(shared: ProxyShared, spec: WorkloadProx
     transparentSource: spec.transparentSource === true,
     clock,
     connectTimeoutMs: config.connectTimeoutMs,
+    tcp: config.socket.tcp,
     authzInfoLogging: config.authzPolicyInfoLogging,
     log: plog.child({ component: 'inbound' }),
   };
@@ -160,6 +162,7 @@ export async function startWorkloadProxy(shared: ProxyShared, spec: WorkloadProx
     certificateFor: () => certificates.fetchCertificate(identityOf()),
     tlsMaterials: shared.tlsMaterials,
     revocation: shared.crl?.source('destination'),
+    tcp: config.socket.tcp,
     onConnect: createHboneInboundHandler({
       ...inbound,
       connections,
@@ -209,6 +212,7 @@ export async function startWorkloadProxy(shared: ProxyShared, spec: WorkloadProx
     // The self-proxy (hboneOnly) serves ztunnel's own endpoints over HBONE and nothing else.
     if (spec.hboneOnly !== true) {
       const plaintext = await spec.sockets.listen({ ...spec.addresses.inboundPlaintext, ...backlog }, (socket) => {
+        applyTcpSocketOptions(socket, config.socket.tcp);
         socket.once('close', metrics.traffic.socketOpened('destination'));
         servePlaintextInbound({ ...inbound, connections, results, originalDestination: spec.originalDestination }, socket).catch((err: unknown) =>
           lastResort(plog, socket, err),
@@ -232,6 +236,7 @@ export async function startWorkloadProxy(shared: ProxyShared, spec: WorkloadProx
         random: shared.random,
         randomBytes: shared.randomBytes,
         connectTimeoutMs: config.connectTimeoutMs,
+        tcp: config.socket.tcp,
         results,
         connections,
         log: plog.child({ component: 'outbound' }),
@@ -245,6 +250,7 @@ export async function startWorkloadProxy(shared: ProxyShared, spec: WorkloadProx
         log: plog.child({ component: 'outbound' }),
       };
       const outbound = await spec.sockets.listen({ ...spec.addresses.outbound, ...backlog }, (socket) => {
+        applyTcpSocketOptions(socket, config.socket.tcp);
         socket.once('close', metrics.traffic.socketOpened('source'));
         serveCaptured(front, socket, spec.originalDestination).catch((err: unknown) => lastResort(plog, socket, err));
       });

@@ -39,6 +39,7 @@ import type { TlsMaterialCache } from '../tls/contexts.js';
 import type { PeerCheck, VerifiedPeer } from '../tls/spiffe-verify.js';
 import { formatSocketAddress, localAddressOf, peerAddress, type SocketAddress } from '../net/address.js';
 import { MtlsAcceptor, type AcceptedPeer, type AcceptRefusal, type Acceptance } from './acceptor.js';
+import { applyTcpSocketOptions, DEFAULT_TCP_SOCKET_OPTIONS, type TcpSocketOptions } from '../io/socket-options.js';
 import { decodeConnectRequest, type DecodedConnectRequest } from './connect-codec.js';
 import { startKeepalive, type Keepalive } from './keepalive.js';
 import {
@@ -131,6 +132,8 @@ export interface HboneServerOptions {
   readonly tlsMaterials?: TlsMaterialCache;
   /** CRL checking (CRL_PATH): revoked clients are refused, and revoked live peers closed on reload. */
   readonly revocation?: RevocationSource | undefined;
+  /** TCP_NODELAY and keepalive on accepted sockets (KEEPALIVE_ENABLED / KEEPALIVE_TIME; default on, 180 s). */
+  readonly tcp?: TcpSocketOptions | undefined;
 }
 
 type Phase = 'tls' | 'h2' | 'closed';
@@ -241,6 +244,7 @@ export class HboneServer {
   readonly #limits: HboneServerLimits;
   readonly #sessionOptions: HboneSessionOptions;
   readonly #revocation: RevocationSource | undefined;
+  readonly #tcp: TcpSocketOptions;
   readonly #unsubscribeCrl: () => void;
   readonly #acceptor: MtlsAcceptor;
   readonly #connections = new Set<Connection>();
@@ -260,6 +264,7 @@ export class HboneServer {
     this.#onConnect = options.onConnect;
     this.#hooks = options.hooks ?? {};
     this.#revocation = options.revocation;
+    this.#tcp = options.tcp ?? DEFAULT_TCP_SOCKET_OPTIONS;
     this.#acceptor = new MtlsAcceptor({
       clock: options.clock,
       certificateFor: options.certificateFor,
@@ -326,8 +331,7 @@ export class HboneServer {
       resets: new TokenBucket(this.#limits.rapidReset, () => this.#clock.monotonic()),
       controlFrames: new TokenBucket(this.#limits.controlFrames, () => this.#clock.monotonic()),
     };
-    raw.setNoDelay(true);
-    raw.setKeepAlive(true, 180_000); // ztunnel KEEPALIVE_TIME default
+    applyTcpSocketOptions(raw, this.#tcp);
     this.#connections.add(conn);
     raw.once('close', () => this.#onClosed(conn));
     this.#hooks.onConnectionOpen?.({ connectionId, local, remote });

@@ -2,6 +2,7 @@
  * What every proxy handler of one workload proxy shares (ztunnel's ProxyInputs),
  * narrowed to what handlers may use: lookups, sockets, time, logging, config.
  */
+import type { TcpSocketOptions } from '@ambient/dataplane';
 import type { Clock, Snapshot, Store, Workload } from '@ambient/control';
 import type { Logger } from 'pino';
 import type { SocketFactory } from '@ambient/dataplane';
@@ -19,6 +20,8 @@ export interface InboundContext {
   readonly transparentSource?: boolean;
   readonly clock: Clock;
   readonly connectTimeoutMs: number;
+  /** TCP_NODELAY and keepalive for upstream sockets (KEEPALIVE_*). */
+  readonly tcp: TcpSocketOptions;
   readonly authzInfoLogging: boolean;
   readonly log: Logger;
 }

@@ -139,6 +139,7 @@ async function serveConnect(deps: HboneInboundDeps, req: ConnectRequest): Promis
         sockets: deps.sockets,
         clock: deps.clock,
         timeoutMs: deps.connectTimeoutMs,
+        tcp: deps.tcp,
         to: plan.upstream,
         localAddress: plan.bindLoopback ? (plan.upstream.ip.includes(':') ? '::1' : '127.0.0.1') : originalSource(src.ip, plan.upstream.ip, deps.transparentSource === true),
         signal: req.signal,

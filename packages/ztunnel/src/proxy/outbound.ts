@@ -35,6 +35,7 @@ import {
   type RevocationSource,
   type SocketAddress,
   type SocketFactory,
+  type TcpSocketOptions,
   type TlsMaterialCache,
 } from '@ambient/dataplane';
 import { relayAndRecord } from './relay.js';
@@ -60,6 +61,8 @@ export interface OutboundDeps {
   /** Trace ids for `traceparent`. */
   readonly randomBytes: RandomBytes;
   readonly connectTimeoutMs: number;
+  /** TCP_NODELAY and keepalive for upstream sockets (KEEPALIVE_*). */
+  readonly tcp: TcpSocketOptions;
   readonly results: ConnectionResults;
   /** Live connections: a drain waits for outbound ones too, and a forced drain closes them. */
   readonly connections: ConnectionManager;
@@ -208,6 +211,6 @@ async function establish(deps: OutboundDeps, c: OutboundConnection, plan: Routed
     }
     case 'tcp':
     case 'passthrough':
-      return connectUpstream({ sockets: deps.sockets, clock: deps.clock, timeoutMs: deps.connectTimeoutMs, to: plan.nextHop, signal });
+      return connectUpstream({ sockets: deps.sockets, clock: deps.clock, timeoutMs: deps.connectTimeoutMs, to: plan.nextHop, signal, tcp: deps.tcp });
   }
 }

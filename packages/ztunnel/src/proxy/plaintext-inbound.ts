@@ -79,6 +79,7 @@ export async function servePlaintextInbound(deps: PlaintextInboundDeps, socket: 
         sockets: deps.sockets,
         clock: deps.clock,
         timeoutMs: deps.connectTimeoutMs,
+        tcp: deps.tcp,
         to: target,
         localAddress: originalSource(peer.ip, target.ip, deps.transparentSource === true),
         signal: abort.signal,

@@ -5,7 +5,7 @@
  */
 import type { Socket } from 'node:net';
 import type { Clock } from '@ambient/control';
-import { describeError, formatSocketAddress, ProxyError, settleWithin, type SocketAddress, type SocketFactory } from '@ambient/dataplane';
+import { applyTcpSocketOptions, describeError, formatSocketAddress, ProxyError, settleWithin, type SocketAddress, type SocketFactory, type TcpSocketOptions } from '@ambient/dataplane';
 
 export interface UpstreamConnectOptions {
   readonly sockets: SocketFactory;
@@ -14,6 +14,8 @@ export interface UpstreamConnectOptions {
   readonly to: SocketAddress;
   readonly localAddress?: string | undefined;
   readonly signal?: AbortSignal;
+  /** TCP_NODELAY and keepalive (KEEPALIVE_*); default ztunnel's. */
+  readonly tcp?: TcpSocketOptions | undefined;
 }
 
 export function connectUpstream(o: UpstreamConnectOptions): Promise<Socket> {
@@ -28,6 +30,7 @@ export function connectUpstream(o: UpstreamConnectOptions): Promise<Socket> {
     },
     (settle) => {
       const socket = o.sockets.connect(o.localAddress === undefined ? { ip: o.to.ip, port: o.to.port } : { ip: o.to.ip, port: o.to.port, localAddress: o.localAddress });
+      applyTcpSocketOptions(socket, o.tcp);
       const onConnect = () => settle.resolve(socket);
       const onError = (e: Error) => settle.reject(new ProxyError('UPSTREAM_CONNECT_FAILED', `connect to ${target} failed: ${describeError(e)}`, { cause: e }));
       socket.once('connect', onConnect);

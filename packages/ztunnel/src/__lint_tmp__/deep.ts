@@ -1,0 +1,1 @@
+export { systemClock } from '@ambient/control/src/index.js';

@@ -1,0 +1,1 @@
+export { systemClock } from '../../../control/src/index.js';
