@@ -249,10 +249,11 @@ describe('admin server', () => {
 describe('server lifecycle', () => {
   it('fails to start on a taken port with a message naming the server, address and variable', async () => {
     const first = await track(startMetricsServer({ registry: new MetricsRegistry(), log: silent }, LOOPBACK));
-    const conflict = startMetricsServer({ registry: new MetricsRegistry(), log: silent }, { host: '127.0.0.1', port: first.address.port });
+    // The proxy names its own setting; nothing in the shared package knows a proxy's variable names.
+    const conflict = startMetricsServer({ registry: new MetricsRegistry(), log: silent, addressSetting: 'WAYPOINT_STATS_ADDR' }, { host: '127.0.0.1', port: first.address.port });
     await expect(conflict).rejects.toBeInstanceOf(ServerStartError);
     await expect(conflict).rejects.toMatchObject({ code: 'EADDRINUSE' });
-    await expect(conflict).rejects.toThrow(new RegExp(`^stats server: cannot listen on 127\\.0\\.0\\.1:${first.address.port}: .*ZTUNNEL_STATS_ADDR`));
+    await expect(conflict).rejects.toThrow(new RegExp(`^stats server: cannot listen on 127\\.0\\.0\\.1:${first.address.port}: .*WAYPOINT_STATS_ADDR`));
     // The first server is unaffected.
     expect((await call(first, '/metrics')).status).toBe(200);
   });

@@ -188,15 +188,17 @@ export async function buildApp(config: ZtunnelConfig, deps: AppDeps): Promise<Ap
         },
         shutdownDeadlineMs: config.terminationDeadlineMs,
         ipv6: config.ipv6Enabled,
+        addressSetting: 'ZTUNNEL_ADMIN_ADDR',
+        proxyName: 'ztunnel',
       },
       config.addresses.admin,
     );
     servers.push(admin);
     addresses['admin'] = hostPortText(admin.address);
-    const stats = await startMetricsServer({ registry: metrics.registry, log, ipv6: config.ipv6Enabled }, config.addresses.stats);
+    const stats = await startMetricsServer({ registry: metrics.registry, log, ipv6: config.ipv6Enabled, addressSetting: 'ZTUNNEL_STATS_ADDR' }, config.addresses.stats);
     servers.push(stats);
     addresses['stats'] = hostPortText(stats.address);
-    const ready = await startReadinessServer({ readiness, log, ipv6: config.ipv6Enabled }, config.addresses.readiness);
+    const ready = await startReadinessServer({ readiness, log, ipv6: config.ipv6Enabled, addressSetting: 'ZTUNNEL_READINESS_ADDR' }, config.addresses.readiness);
     servers.push(ready);
     addresses['readiness'] = hostPortText(ready.address);
   }

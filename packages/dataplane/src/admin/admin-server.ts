@@ -22,6 +22,10 @@ export interface AdminDeps {
   /** How long `/quitquitquit` waits for the shutdown before answering (the termination deadline). */
   readonly shutdownDeadlineMs: number;
   readonly ipv6?: boolean;
+  /** The setting that chose the address, for bind-error hints (ztunnel: ZTUNNEL_ADMIN_ADDR). */
+  readonly addressSetting?: string;
+  /** Names the proxy on the index page (default "proxy"). */
+  readonly proxyName?: string;
 }
 
 const LOGGING_HELP = [
@@ -37,7 +41,7 @@ const LOGGING_HELP = [
 ].join('\n');
 
 const ENDPOINTS: ReadonlyArray<readonly [string, string]> = [
-  ['config_dump', 'dump the current ztunnel configuration and state'],
+  ['config_dump', 'dump the current configuration and state'],
   ['logging', 'query or change log levels (POST)'],
   ['quitquitquit', 'shut down gracefully (POST)'],
 ];
@@ -87,7 +91,7 @@ export function adminHandler(deps: AdminDeps): HttpHandler {
     const url = urlOf(req);
     switch (url.pathname) {
       case '/':
-        return { status: 200, body: indexPage(), headers: { 'content-type': 'text/html; charset=utf-8' } };
+        return { status: 200, body: indexPage(deps.proxyName ?? 'proxy'), headers: { 'content-type': 'text/html; charset=utf-8' } };
       case '/config_dump':
         return configDump();
       case '/logging':
@@ -100,11 +104,11 @@ export function adminHandler(deps: AdminDeps): HttpHandler {
   };
 }
 
-function indexPage(): string {
+function indexPage(proxyName: string): string {
   const rows = ENDPOINTS.map(([path, what]) => `<tr><td><a href="${path}">/${path}</a></td><td>${what}</td></tr>`).join('\n');
   return `<!DOCTYPE html>
-<html><head><meta charset="utf-8"><title>ztunnel admin</title></head>
-<body><h1>ztunnel admin</h1>
+<html><head><meta charset="utf-8"><title>${proxyName} admin</title></head>
+<body><h1>${proxyName} admin</h1>
 <table>
 ${rows}
 </table>
@@ -119,7 +123,7 @@ export async function startAdminServer(deps: AdminDeps, addr: ListenAddress): Pr
   }
   return startHttpServer(addr, adminHandler(deps), {
     name: 'admin',
-    envVar: 'ZTUNNEL_ADMIN_ADDR',
+    envVar: deps.addressSetting ?? 'the admin address setting',
     log: deps.log,
     ...(deps.ipv6 === undefined ? {} : { ipv6: deps.ipv6 }),
     // /quitquitquit waits for the shutdown that closes this server.

@@ -44,6 +44,7 @@ export interface StartOptions {
   /** Short name for messages: "admin", "stats", "readiness". */
   readonly name: string;
   /** The variable that moves this server, for the port-conflict hint. */
+  /** The setting that chose the address (e.g. ZTUNNEL_ADMIN_ADDR), named in bind-error hints; the proxy passes it. */
   readonly envVar: string;
   readonly log: Logger;
   /** Also bind ::1 for `localhost` (default true; IPV6_ENABLED). */

@@ -30,12 +30,12 @@ export function metricsHandler(registry: MetricsRegistry): HttpHandler {
 }
 
 export function startMetricsServer(
-  deps: { readonly registry: MetricsRegistry; readonly log: Logger; readonly ipv6?: boolean },
+  deps: { readonly registry: MetricsRegistry; readonly log: Logger; readonly ipv6?: boolean; /** For bind-error hints (ztunnel: ZTUNNEL_STATS_ADDR). */ readonly addressSetting?: string },
   addr: ListenAddress,
 ): Promise<RunningServer> {
   return startHttpServer(addr, metricsHandler(deps.registry), {
     name: 'stats',
-    envVar: 'ZTUNNEL_STATS_ADDR',
+    envVar: deps.addressSetting ?? 'the metrics address setting',
     log: deps.log,
     ...(deps.ipv6 === undefined ? {} : { ipv6: deps.ipv6 }),
   });

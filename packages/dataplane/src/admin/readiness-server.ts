@@ -18,12 +18,12 @@ export function readinessHandler(readiness: Readiness): HttpHandler {
 }
 
 export function startReadinessServer(
-  deps: { readonly readiness: Readiness; readonly log: Logger; readonly ipv6?: boolean },
+  deps: { readonly readiness: Readiness; readonly log: Logger; readonly ipv6?: boolean; /** For bind-error hints (ztunnel: ZTUNNEL_READINESS_ADDR). */ readonly addressSetting?: string },
   addr: ListenAddress,
 ): Promise<RunningServer> {
   return startHttpServer(addr, readinessHandler(deps.readiness), {
     name: 'readiness',
-    envVar: 'ZTUNNEL_READINESS_ADDR',
+    envVar: deps.addressSetting ?? 'the readiness address setting',
     log: deps.log,
     ...(deps.ipv6 === undefined ? {} : { ipv6: deps.ipv6 }),
   });
