@@ -10,6 +10,7 @@ export * from './model/index.js';
 export * from './result.js';
 export { systemClock, systemRandom, type Clock, type Random, type Timer } from './platform/clock.js';
 export { systemRandomBytes, type RandomBytes } from './platform/crypto.js';
+export { settleWithin, type SettleCleanup, type Settlement, type Settler, type SettleWithinOptions } from './platform/settle.js';
 export { watchFile, type FileWatch, type FileWatchOptions } from './platform/file-watch.js';
 
 export {

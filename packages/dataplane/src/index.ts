@@ -22,7 +22,6 @@ export * from './hbone/server.js';
 export * from './io/copy.js';
 export * from './io/proxy-protocol.js';
 export * from './io/socket-options.js';
-export * from './lifecycle/settle.js';
 export * from './log.js';
 export * from './metrics/process.js';
 export * from './metrics/registry.js';

@@ -18,6 +18,7 @@
  *   statuses from the CA CA_REJECTED, bad answers CA_BAD_RESPONSE /
  *   CA_IDENTITY_MISMATCH / CA_EXPIRED.
  */
+import { settleWithin } from '../platform/settle.js';
 import { Client, status, type ChannelOptions, type Metadata, type ServiceError } from '@grpc/grpc-js';
 import { create, fromBinary, toBinary } from '@bufbuild/protobuf';
 import type { Logger } from 'pino';
@@ -130,42 +131,37 @@ export class IstioCaClient implements CertificateFetcher {
   #call(request: IstioCertificateRequest, metadata: Metadata, id: string, signal: AbortSignal | undefined): Promise<Decoded> {
     const { clock } = this.#options;
     const timeoutMs = this.#options.timeoutMs ?? DEFAULT_CA_TIMEOUT_MS;
-    return new Promise<Decoded>((resolve, reject) => {
-      if (signal?.aborted) {
-        reject(new CaError('CA_UNAVAILABLE', `certificate request for ${id} aborted`, { cause: signal.reason }));
-        return;
-      }
-      let timedOut = false;
-      const call = this.#client.makeUnaryRequest<IstioCertificateRequest, Decoded>(
-        CREATE_CERTIFICATE_METHOD,
-        (req) => Buffer.from(toBinary(IstioCertificateRequestSchema, req)),
-        decodeResponse,
-        request,
-        metadata,
-        // The deadline travels as grpc-timeout so istiod stops work too; the
-        // Clock timer below is what enforces it locally.
-        { deadline: clock.now() + timeoutMs },
-        (err, value) => {
-          timer.cancel();
-          signal?.removeEventListener('abort', onAbort);
-          if (err) {
-            if (signal?.aborted) reject(new CaError('CA_UNAVAILABLE', `certificate request for ${id} aborted`, { cause: signal.reason }));
-            else if (timedOut) reject(new CaError('CA_UNAVAILABLE', `CA did not answer within ${timeoutMs} ms for ${id}`, { cause: err }));
-            else reject(caErrorFromStatus(err, id));
-          } else if (value === undefined) {
-            reject(new CaError('CA_BAD_RESPONSE', `CA returned no message for ${id}`));
-          } else {
-            resolve(value);
-          }
-        },
-      );
-      const timer = clock.setTimer(timeoutMs, () => {
-        timedOut = true;
-        call.cancel();
-      });
-      const onAbort = () => call.cancel();
-      signal?.addEventListener('abort', onAbort, { once: true });
-    });
+    let call: { cancel(): void } | undefined;
+    return settleWithin<Decoded>(
+      {
+        clock,
+        timeoutMs,
+        onTimeout: () => ({ error: new CaError('CA_UNAVAILABLE', `CA did not answer within ${timeoutMs} ms for ${id}`) }),
+        signal,
+        onAbort: (reason) => ({ error: new CaError('CA_UNAVAILABLE', `certificate request for ${id} aborted`, { cause: reason }) }),
+      },
+      (settle) => {
+        call = this.#client.makeUnaryRequest<IstioCertificateRequest, Decoded>(
+          CREATE_CERTIFICATE_METHOD,
+          (req) => Buffer.from(toBinary(IstioCertificateRequestSchema, req)),
+          decodeResponse,
+          request,
+          metadata,
+          // The deadline travels as grpc-timeout so istiod stops work too; the
+          // Clock deadline of settleWithin is what enforces it locally.
+          { deadline: clock.now() + timeoutMs },
+          (err, value) => {
+            if (err) settle.reject(caErrorFromStatus(err, id));
+            else if (value === undefined) settle.reject(new CaError('CA_BAD_RESPONSE', `CA returned no message for ${id}`));
+            else settle.resolve(value);
+          },
+        );
+        // A deadline or an abort cancels the call (its callback then finds the operation settled).
+        return (outcome) => {
+          if (outcome === 'rejected') call?.cancel();
+        };
+      },
+    );
   }
 
   async #reloadRootsIfChanged(): Promise<void> {

@@ -6,7 +6,7 @@
  * be reachable from a pod or over HBONE.
  */
 import type { IncomingMessage } from 'node:http';
-import type { Clock, Logger, Timer } from '@ambient/control';
+import { settleWithin, type Clock, type Logger } from '@ambient/control';
 import type { LogLevelControl } from '../log.js';
 import { isLoopbackHost, type ListenAddress } from '../net/address.js';
 import { empty, ServerStartError, startHttpServer, text, urlOf, type HttpHandler, type HttpResponse, type RunningServer } from './http-server.js';
@@ -61,12 +61,11 @@ export function adminHandler(deps: AdminDeps): HttpHandler {
           return 'failed' as const;
         },
       );
-    let timer: Timer | undefined;
-    const deadline = new Promise<'timeout'>((resolve) => {
-      timer = deps.clock.setTimer(deps.shutdownDeadlineMs, () => resolve('timeout'));
-    });
-    const outcome = await Promise.race([shuttingDown, deadline]);
-    timer?.cancel();
+    const running = shuttingDown;
+    const outcome = await settleWithin<'done' | 'failed' | 'timeout'>(
+      { clock: deps.clock, timeoutMs: deps.shutdownDeadlineMs, onTimeout: () => ({ value: 'timeout' }) },
+      (settle) => void running.then((o) => settle.resolve(o)),
+    );
     if (outcome === 'done') deps.log.info({}, 'shutdown completed gracefully');
     else if (outcome === 'timeout') deps.log.warn({ deadlineMs: deps.shutdownDeadlineMs }, 'graceful shutdown did not complete in time, terminating now');
     return text(200, 'shutdown now\n');

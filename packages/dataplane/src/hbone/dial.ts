@@ -28,7 +28,7 @@ import type { Clock, Identity, Logger } from '@ambient/control';
 import { describeError, ProxyError } from '../errors.js';
 import { abortiveClose } from '../io/copy.js';
 import { applyTcpSocketOptions, DEFAULT_TCP_SOCKET_OPTIONS, type TcpSocketOptions } from '../io/socket-options.js';
-import { settleWithin } from '../lifecycle/settle.js';
+import { settleWithin } from '@ambient/control';
 import { formatSocketAddress, type SocketAddress } from '../net/address.js';
 import type { SocketFactory } from '../platform/sockets.js';
 import type { RevocationSource } from '../tls/crl/manager.js';
@@ -36,7 +36,7 @@ import type { TlsMaterial } from '../tls/contexts.js';
 import { clientHandshake, type ClientHandshake } from '../tls/handshake.js';
 import { peerVerifier } from '../tls/peer-verifier.js';
 import { classifySessionError, DEFAULT_HBONE_CLIENT_SETTINGS, HboneConnection, type HboneClientSettings, type HboneStream } from './connection.js';
-import type { ConnectRequestFields } from './connect-codec.js';
+import { formatAuthority, type ConnectRequestFields } from './connect-codec.js';
 
 /** ztunnel's CONNECTION_TIMEOUT default. */
 export const DEFAULT_CONNECT_TIMEOUT_MS = 10_000;
@@ -111,7 +111,7 @@ export interface InnerHboneStream extends HboneStream {
  */
 export async function openInnerHbone(outer: Duplex, o: InnerHboneOptions): Promise<InnerHboneStream> {
   const settings = { ...DEFAULT_HBONE_CLIENT_SETTINGS, ...o.settings };
-  const peer = `${o.connect.authority.kind === 'hostname' ? o.connect.authority.hostname : formatSocketAddress(o.connect.authority)} via ${formatSocketAddress(o.via)}`;
+  const peer = `${formatAuthority(o.connect.authority)} via ${formatSocketAddress(o.via)}`;
   let connection: HboneConnection | undefined;
   try {
     const tls = await clientHandshake(outer, {

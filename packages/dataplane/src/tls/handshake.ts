@@ -18,7 +18,8 @@ import type { Duplex } from 'node:stream';
 import { connect as tlsConnect, type PeerCertificate, type TLSSocket } from 'node:tls';
 import { formatRejections, type Clock } from '@ambient/control';
 import { describeError, ProxyError } from '../errors.js';
-import { settleWithin } from '../lifecycle/settle.js';
+import { abortiveClose } from '../io/copy.js';
+import { settleWithin } from '@ambient/control';
 import { HBONE_ALPN, peerChainOf, type TlsMaterial } from './contexts.js';
 import { peerRefusalError, type PeerRefusal, type PeerVerifier } from './peer-verifier.js';
 import type { VerifiedPeer } from './spiffe-verify.js';
@@ -95,13 +96,14 @@ export function clientHandshake(transport: Duplex, o: ClientHandshakeOptions): P
         tls.on('error', noop);
         if (outcome === 'rejected') {
           tls.destroy();
-          transport.destroy();
+          // An HTTP/2 stream (double HBONE's outer tunnel) is reset, not ended cleanly.
+          abortiveClose(transport, 'TLS handshake failed');
         }
       };
     },
   ).catch((err: unknown) => {
     // Aborted before tls.connect ran: nothing but the transport to release.
-    if (socket === undefined) transport.destroy();
+    if (socket === undefined) abortiveClose(transport, 'TLS handshake aborted');
     throw err;
   });
 }

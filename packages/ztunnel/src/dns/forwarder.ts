@@ -22,7 +22,7 @@
  * - after close() no new socket is opened and every attempt settles as
  *   aborted.
  */
-import { type Clock, type Logger, type Random } from '@ambient/control';
+import { settleWithin, type Clock, type Logger, type Random, type SettleWithinOptions } from '@ambient/control';
 import type { RemoteInfo, Socket as UdpSocket } from 'node:dgram';
 import type { Socket } from 'node:net';
 import type { Question } from 'dns-packet';
@@ -143,32 +143,13 @@ class Forwarder implements DnsForwarder {
     }
     const id = this.#queryId();
     const log = this.#o.log;
-    return new Promise<Attempt>((resolve) => {
-      let settled = false;
-      const settle = (a: Attempt) => {
-        if (settled) return;
-        settled = true;
-        timer.cancel();
-        signal.removeEventListener('abort', onAbort);
-        socket.removeAllListeners('message');
-        socket.removeAllListeners('error');
-        socket.on('error', () => {});
-        try {
-          socket.close();
-        } catch {
-          // already closed
-        }
-        resolve(a);
-      };
-      const onAbort = () => settle({ kind: 'error', reason: 'aborted' });
-      const timer = this.#o.clock.setTimer(this.#timeoutMs, () =>
-        settle({ kind: 'error', reason: `no answer within ${this.#timeoutMs} ms` }),
-      );
-      if (signal.aborted) {
-        onAbort();
-        return;
-      }
-      signal.addEventListener('abort', onAbort, { once: true });
+    if (signal.aborted) {
+      // settleWithin would not run the attempt: release the socket here.
+      socket.close();
+      return { kind: 'error', reason: 'aborted' };
+    }
+    return settleWithin<Attempt>(this.#deadline(signal), (done) => {
+      const settle = (a: Attempt) => done.resolve(a);
       socket.on('error', (err) => settle({ kind: 'error', reason: `UDP error: ${err.message}` }));
       socket.on('message', (msg: Buffer, from: RemoteInfo) => {
         if (!sameHost(from.address, server.ip) || from.port !== server.port) {
@@ -185,6 +166,16 @@ class Forwarder implements DnsForwarder {
       socket.send(withId(r.query, id), server.port, nameserverHost(server), (err) => {
         if (err) settle({ kind: 'error', reason: `cannot send: ${err.message}` });
       });
+      return () => {
+        socket.removeAllListeners('message');
+        socket.removeAllListeners('error');
+        socket.on('error', () => {});
+        try {
+          socket.close();
+        } catch {
+          // already closed
+        }
+      };
     });
   }
 
@@ -199,28 +190,13 @@ class Forwarder implements DnsForwarder {
       return Promise.resolve({ kind: 'error', reason: `cannot open a TCP socket: ${errorText(err)}` });
     }
     const log = this.#o.log;
-    return new Promise<Attempt>((resolve) => {
-      let settled = false;
+    if (signal.aborted) {
+      socket.destroy();
+      return Promise.resolve({ kind: 'error', reason: 'aborted' });
+    }
+    return settleWithin<Attempt>(this.#deadline(signal), (done) => {
       const reader = new TcpFrameReader(65_535);
-      const settle = (a: Attempt) => {
-        if (settled) return;
-        settled = true;
-        timer.cancel();
-        signal.removeEventListener('abort', onAbort);
-        socket.removeAllListeners('data');
-        socket.on('error', () => {});
-        socket.destroy();
-        resolve(a);
-      };
-      const onAbort = () => settle({ kind: 'error', reason: 'aborted' });
-      const timer = this.#o.clock.setTimer(this.#timeoutMs, () =>
-        settle({ kind: 'error', reason: `no answer within ${this.#timeoutMs} ms` }),
-      );
-      if (signal.aborted) {
-        onAbort();
-        return;
-      }
-      signal.addEventListener('abort', onAbort, { once: true });
+      const settle = (a: Attempt) => done.resolve(a);
       socket.on('error', (err) => settle({ kind: 'error', reason: `TCP error: ${err.message}` }));
       socket.on('close', () => settle({ kind: 'error', reason: 'the connection closed before an answer' }));
       socket.once('connect', () => socket.write(frame));
@@ -236,7 +212,23 @@ class Forwarder implements DnsForwarder {
         }
         if (error !== undefined) settle({ kind: 'error', reason: error });
       });
+      return () => {
+        socket.removeAllListeners('data');
+        socket.on('error', () => {});
+        socket.destroy();
+      };
     });
+  }
+
+  /** One attempt's end by deadline or abort, as an error attempt (the caller tries the next server). */
+  #deadline(signal: AbortSignal): SettleWithinOptions<Attempt> {
+    return {
+      clock: this.#o.clock,
+      timeoutMs: this.#timeoutMs,
+      onTimeout: () => ({ value: { kind: 'error', reason: `no answer within ${this.#timeoutMs} ms` } }),
+      signal,
+      onAbort: () => ({ value: { kind: 'error', reason: 'aborted' } }),
+    };
   }
 }
 

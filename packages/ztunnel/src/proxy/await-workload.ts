@@ -5,7 +5,7 @@
  * update brings it, or undefined at the deadline; it leaves no subscription
  * or timer behind either way.
  */
-import type { Clock, Snapshot, Store, Workload } from '@ambient/control';
+import { settleWithin, type Clock, type Snapshot, type Store, type Workload } from '@ambient/control';
 
 export const LOCAL_WORKLOAD_WAIT_MS = 5_000;
 
@@ -20,19 +20,15 @@ export function awaitWorkload(
   const found = find(now);
   if (found !== undefined) return Promise.resolve({ workload: found, snapshot: now });
   if (timeoutMs <= 0 || signal?.aborted) return Promise.resolve(undefined);
-  return new Promise((resolve) => {
-    const done = (value: { workload: Workload; snapshot: Snapshot } | undefined) => {
-      unsubscribe();
-      timer.cancel();
-      signal?.removeEventListener('abort', onAbort);
-      resolve(value);
-    };
-    const onAbort = () => done(undefined);
-    const unsubscribe = store.subscribe((_change, snapshot) => {
-      const w = find(snapshot);
-      if (w !== undefined) done({ workload: w, snapshot });
-    });
-    const timer = clock.setTimer(timeoutMs, () => done(undefined));
-    signal?.addEventListener('abort', onAbort, { once: true });
-  });
+  type Found = { workload: Workload; snapshot: Snapshot } | undefined;
+  return settleWithin<Found>(
+    { clock, timeoutMs, onTimeout: () => ({ value: undefined }), signal, onAbort: () => ({ value: undefined }) },
+    (settle) => {
+      const unsubscribe = store.subscribe((_change, snapshot) => {
+        const w = find(snapshot);
+        if (w !== undefined) settle.resolve({ workload: w, snapshot });
+      });
+      return () => unsubscribe();
+    },
+  );
 }

@@ -4,8 +4,8 @@
  * (UPSTREAM_CONNECT_FAILED / UPSTREAM_TIMEOUT) and leaves no socket behind.
  */
 import type { Socket } from 'node:net';
-import type { Clock } from '@ambient/control';
-import { applyTcpSocketOptions, describeError, formatSocketAddress, ProxyError, settleWithin, type SocketAddress, type SocketFactory, type TcpSocketOptions } from '@ambient/dataplane';
+import { settleWithin, type Clock } from '@ambient/control';
+import { applyTcpSocketOptions, describeError, formatSocketAddress, ProxyError, type SocketAddress, type SocketFactory, type TcpSocketOptions } from '@ambient/dataplane';
 
 export interface UpstreamConnectOptions {
   readonly sockets: SocketFactory;

@@ -13,7 +13,7 @@
  * first settlement and before the promise's callbacks; no timer or listener
  * survives the settlement.
  */
-import type { Clock } from '@ambient/control';
+import type { Clock } from './clock.js';
 
 /** How the deadline or an abort ends the operation: `{ value }` resolves, `{ error }` rejects. */
 export type Settlement<T> = { readonly value: T } | { readonly error: unknown };

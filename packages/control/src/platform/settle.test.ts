@@ -1,4 +1,4 @@
-import { ManualClock } from '@ambient/control/testing';
+import { ManualClock } from '../testing/index.js';
 import { describe, expect, it } from 'vitest';
 import { settleWithin, type SettleCleanup } from './settle.js';
 

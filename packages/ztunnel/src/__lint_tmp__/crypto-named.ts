@@ -1,2 +1,0 @@
-import { randomBytes } from 'node:crypto';
-export const b = randomBytes(8);

@@ -1,1 +1,0 @@
-export { systemClock } from '@ambient/control/src/index.js';

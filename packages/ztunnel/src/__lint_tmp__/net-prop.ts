@@ -1,2 +1,0 @@
-import net from 'node:net';
-export const s = net.connect(80, 'example.com');

@@ -1,1 +1,0 @@
-export { systemClock } from '../../../control/src/index.js';

@@ -1,1 +1,0 @@
-export * from '@ambient/control/testing';
