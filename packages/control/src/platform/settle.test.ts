@@ -24,10 +24,12 @@ describe('settleWithin', () => {
     const outcomes: string[] = [];
     const rejecting = settleWithin<number>({ clock, timeoutMs: 50, onTimeout: () => ({ error: new Error('timed out after 50 ms') }) }, () => (o) => outcomes.push(o));
     const resolving = settleWithin<string>({ clock, timeoutMs: 80, onTimeout: () => ({ value: 'timeout' }) }, () => undefined);
+    // Observe the rejection before it happens, so it is never an unhandled one.
+    const rejected = expect(rejecting).rejects.toThrow('timed out after 50 ms');
     await clock.advance(49);
     expect(outcomes).toEqual([]);
     await clock.advance(1);
-    await expect(rejecting).rejects.toThrow('timed out after 50 ms');
+    await rejected;
     expect(outcomes).toEqual(['rejected']);
     await clock.advance(30);
     await expect(resolving).resolves.toBe('timeout');
