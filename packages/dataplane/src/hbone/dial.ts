@@ -71,14 +71,7 @@ export async function dialHbone(o: DialHboneOptions): Promise<HboneConnection> {
   const peer = formatSocketAddress(o.nextHop);
   const tcp = await connectTcp(o);
   try {
-    const tls = await clientHandshake(tcp, {
-      material: o.material,
-      verifier: verifierFor(o, o.clock),
-      clock: o.clock,
-      timeoutMs: settings.handshakeTimeoutMs,
-      peer,
-      signal: o.signal,
-    });
+    const tls = await secure(tcp, o, settings, peer);
     return await startHttp2(tls, { nextHop: o.nextHop, clock: o.clock, settings, log: o.log, signal: o.signal, authority: `https://${peer}` });
   } catch (err) {
     tcp.destroy();
@@ -114,14 +107,7 @@ export async function openInnerHbone(outer: Duplex, o: InnerHboneOptions): Promi
   const peer = `${formatAuthority(o.connect.authority)} via ${formatSocketAddress(o.via)}`;
   let connection: HboneConnection | undefined;
   try {
-    const tls = await clientHandshake(outer, {
-      material: o.material,
-      verifier: verifierFor(o, o.clock),
-      clock: o.clock,
-      timeoutMs: settings.handshakeTimeoutMs,
-      peer,
-      signal: o.signal,
-    });
+    const tls = await secure(outer, o, settings, peer);
     connection = await startHttp2(tls, { nextHop: o.via, clock: o.clock, settings, log: o.log, signal: o.signal, authority: 'https://inner.hbone.invalid' });
     const opened = await connection.openStream({ connect: o.connect, ...(o.signal === undefined ? {} : { signal: o.signal }) });
     const inner = connection;
@@ -135,8 +121,21 @@ export async function openInnerHbone(outer: Duplex, o: InnerHboneOptions): Promi
   }
 }
 
-function verifierFor(p: PeerExpectations, clock: Clock) {
-  return peerVerifier({ roots: p.material.roots, expect: { peer: 'server', identities: p.expected }, clock, revocation: p.revocation });
+/** Stage 2 for both dials: the one TLS client path, the peer checked against `o.expected` (with revocation). */
+function secure(
+  transport: Duplex,
+  o: PeerExpectations & { readonly clock: Clock; readonly signal?: AbortSignal | undefined },
+  settings: HboneClientSettings,
+  peer: string,
+): Promise<ClientHandshake> {
+  return clientHandshake(transport, {
+    material: o.material,
+    verifier: peerVerifier({ roots: o.material.roots, expect: { peer: 'server', identities: o.expected }, clock: o.clock, revocation: o.revocation }),
+    clock: o.clock,
+    timeoutMs: settings.handshakeTimeoutMs,
+    peer,
+    signal: o.signal,
+  });
 }
 
 // ---------------------------------------------------------------------------
