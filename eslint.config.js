@@ -22,8 +22,10 @@ const PACKAGES = ['control', 'dataplane', 'ztunnel', 'waypoint', 'ctl'];
 
 /** Which @ambient packages each package may not import (the layering). */
 const FORBIDDEN_DEPS = {
-  control: ['dataplane', 'ztunnel', 'waypoint'],
-  dataplane: ['ztunnel', 'waypoint'],
+  control: ['dataplane', 'ztunnel', 'waypoint', 'ctl'],
+  dataplane: ['ztunnel', 'waypoint', 'ctl'],
+  ztunnel: ['waypoint', 'ctl'],
+  waypoint: ['ztunnel', 'ctl'],
 };
 
 /** Files allowed to create raw sockets / draw raw random bytes, each with why. */
