@@ -8,8 +8,8 @@
  */
 import type { Identity, Service, Workload } from '@ambient/control';
 
-/** Envoy's short response flags (§6.4); several may be set. */
-export type ResponseFlag =
+/** Envoy's short response flags (§6.4; not ztunnel's L4 flags in @ambient/dataplane); several may be set. */
+export type EnvoyResponseFlag =
   | 'UH' | 'UT' | 'LR' | 'UR' | 'UF' | 'UC' | 'UO' | 'NR' | 'URX' | 'DC' | 'DPE' | 'UPE' | 'SI' | 'IH' | 'RL' | 'UAEX' | 'NC' | 'OM' | 'DT' | 'DR' | 'DI' | 'FI';
 
 /** The peer on each side, as far as the waypoint knows it. */
@@ -40,7 +40,7 @@ export interface HttpRequestRecord {
   readonly responseCode: number;
   /** grpc-status of the response (trailers or trailers-only), undefined for non-gRPC. */
   readonly grpcStatus: number | undefined;
-  readonly flags: readonly ResponseFlag[];
+  readonly flags: readonly EnvoyResponseFlag[];
   /** Envoy's %RESPONSE_CODE_DETAILS% (via_upstream, route_not_found, direct_response, ...). */
   readonly responseCodeDetails: string;
   readonly upstreamTransportFailureReason: string | undefined;
@@ -72,7 +72,7 @@ export interface TcpConnectionRecord {
   readonly durationMs: number;
   readonly bytesReceived: number;
   readonly bytesSent: number;
-  readonly flags: readonly ResponseFlag[];
+  readonly flags: readonly EnvoyResponseFlag[];
   readonly source: PeerInfo;
   readonly destination: PeerInfo;
   readonly destinationService: Service | undefined;
