@@ -13,7 +13,7 @@
 //   the seam files listed in SEAMS below;
 // - no import cycles inside packages/*/src (import-x/no-cycle);
 // - typescript-eslint's recommended set, unused vars, consistent type imports.
-// (Generated protobuf, src/gen, is ignored; unused exports/files: `npm run lint:exports`, knip.)
+// (Generated protobuf, src/gen, is ignored; unused exports/files: `npm run lint:exports`, knip, which `npm run lint` runs after eslint.)
 import { createTypeScriptImportResolver } from 'eslint-import-resolver-typescript';
 import { importX } from 'eslint-plugin-import-x';
 import tseslint from 'typescript-eslint';

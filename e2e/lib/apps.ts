@@ -175,7 +175,7 @@ export class LongConnection {
 
 // === DNS ===
 
-export type DnsAnswer = dnsPacket.Answer;
+type DnsAnswer = dnsPacket.Answer;
 
 export interface DnsResult {
   readonly rcode: string;

@@ -20,11 +20,10 @@
 import { inNetns, ip } from './exec.js';
 
 export const INPOD_MARK = 0x539;
-export const INPOD_TPROXY_MARK = 0x111;
-export const ROUTE_TABLE = 100;
+const ROUTE_TABLE = 100;
 
 /** The golden rule lines, table by table (iptables-restore input, chains declared). */
-export function inpodRules(options: { dnsCapture: boolean }): string {
+function inpodRules(options: { dnsCapture: boolean }): string {
   const lines = [
     '*mangle',
     ':ISTIO_PRERT - [0:0]',
@@ -73,9 +72,4 @@ export async function installInpodCapture(netns: string, options: { dnsCapture: 
   await inNetns(netns, 'iptables-restore', ['--wait', '10', '--noflush'], inpodRules(options));
   await ip(netns, 'rule', 'add', 'fwmark', '0x111/0xfff', 'pref', '32764', 'lookup', String(ROUTE_TABLE));
   await ip(netns, 'route', 'add', 'local', '0.0.0.0/0', 'dev', 'lo', 'table', String(ROUTE_TABLE));
-}
-
-/** The rules as iptables-save prints them (for failure messages and a sanity check). */
-export function dumpRules(netns: string): Promise<string> {
-  return inNetns(netns, 'iptables-save', []);
 }

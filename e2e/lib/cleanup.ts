@@ -117,7 +117,7 @@ function runAllSync(): void {
 }
 
 /** The pid that created a name like `amb-e2e-1234-…` or `amb-e2e-preflight-1234`, if it is one of ours. */
-export function ownerPid(name: string): number | undefined {
+function ownerPid(name: string): number | undefined {
   const m = /^amb-e2e-(?:preflight-)?(\d+)(?:-|$)/.exec(name);
   return m ? Number(m[1]) : undefined;
 }

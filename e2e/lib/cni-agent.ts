@@ -21,7 +21,7 @@ import { closeSync, existsSync, openSync } from 'node:fs';
 import type { Native, SeqpacketSocket } from '@ambient/ztunnel/native';
 import { decodeWorkloadResponse, decodeZdsHello, encodeWorkloadRequest, type WorkloadInfo, type WorkloadRequest } from './zds-wire.js';
 
-export const ACK_DEADLINE_MS = 5_000;
+const ACK_DEADLINE_MS = 5_000;
 const HELLO_DEADLINE_MS = 5_000;
 
 export interface CniPod {

@@ -12,7 +12,7 @@ import { NetnsProcess } from './processes.js';
 import type { Netns } from './topology.js';
 
 export const REPO_ROOT = resolve(dirname(fileURLToPath(import.meta.url)), '../..');
-export const CONTROL_PLANE_BIN = join(REPO_ROOT, 'packages/control/dist/bin/ambient-control-plane.js');
+const CONTROL_PLANE_BIN = join(REPO_ROOT, 'packages/control/dist/bin/ambient-control-plane.js');
 export const CONTROL_PLANE_PORT = 15012;
 
 export class ControlPlaneProcess {

@@ -5,7 +5,7 @@
  */
 import { execFile, execFileSync } from 'node:child_process';
 
-export class CommandError extends Error {
+class CommandError extends Error {
   constructor(
     readonly command: string,
     readonly code: number | string | null,

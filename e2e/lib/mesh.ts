@@ -8,7 +8,7 @@
 import { renameSync, writeFileSync } from 'node:fs';
 import { stringify } from 'yaml';
 
-export const TRUST_DOMAIN = 'cluster.local';
+const TRUST_DOMAIN = 'cluster.local';
 
 export interface MeshWorkload {
   /** The WDS resource name, as istiod names pods: `Kubernetes//Pod/<ns>/<name>`. */
@@ -37,7 +37,7 @@ export interface MeshService {
 }
 
 /** A string match as the static config spells it. */
-export type StringMatch = { Exact: string } | { Prefix: string } | { Suffix: string } | { Presence: [] };
+type StringMatch = { Exact: string } | { Prefix: string } | { Suffix: string } | { Presence: [] };
 
 export interface PolicyMatch {
   readonly namespaces?: readonly StringMatch[];

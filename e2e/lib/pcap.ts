@@ -91,7 +91,7 @@ export class Capture {
 }
 
 /** Parses a classic pcap file (microsecond or nanosecond, either byte order) with Ethernet frames; IPv4 only. */
-export function readPcap(buf: Buffer): CapturedPacket[] {
+function readPcap(buf: Buffer): CapturedPacket[] {
   if (buf.length < 24) return [];
   const magic = buf.readUInt32LE(0);
   const le = magic === 0xa1b2c3d4 || magic === 0xa1b23c4d;

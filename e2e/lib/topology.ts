@@ -20,9 +20,8 @@ import { killNetnsProcesses, PREFIX_BASE, registerCleanup, removeStale, runScope
 import { ip, run, runSyncQuiet, sysctl } from './exec.js';
 
 export const FABRIC_IP = '10.99.0.1';
-export const FABRIC_CIDR = '10.99.0.0/24';
 /** The gateway address pods route through (owned by nobody; the node's proxy ARP answers for it). */
-export const POD_GATEWAY = '169.254.1.1';
+const POD_GATEWAY = '169.254.1.1';
 
 export interface Netns {
   readonly name: string;
@@ -193,9 +192,4 @@ export class Topology {
   pods(): PodNet[] {
     return [...this.#pods.values()].map((p) => p.pod);
   }
-}
-
-/** Creates a per-cluster temporary directory entry path (not the file). */
-export function tmpPath(topology: Topology, name: string): string {
-  return join(topology.tmpDir, name);
 }

@@ -24,7 +24,7 @@ import { NetnsProcess } from './processes.js';
 import { FABRIC_IP, type Netns, type NodeNet, type PodNet } from './topology.js';
 import { waitFor } from './wait.js';
 
-export const ZTUNNEL_BIN = join(REPO_ROOT, 'packages/ztunnel/dist/bin/ztunnel.js');
+const ZTUNNEL_BIN = join(REPO_ROOT, 'packages/ztunnel/dist/bin/ztunnel.js');
 
 export interface ZtunnelPorts {
   readonly admin: number;

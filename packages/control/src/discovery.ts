@@ -48,7 +48,7 @@ export interface WorkloadDiscovery extends AsyncDisposable {
   close(): Promise<void>;
 }
 
-export function controlPlaneAuth(config: ControlEnv, extraHeaders: ControlEnv['xdsHeaders']): ControlPlaneAuth {
+function controlPlaneAuth(config: ControlEnv, extraHeaders: ControlEnv['xdsHeaders']): ControlPlaneAuth {
   const token: AuthSource = config.auth;
   return { token, clusterId: config.clusterId, extraHeaders };
 }

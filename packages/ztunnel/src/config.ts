@@ -21,23 +21,22 @@ import {
 } from '@ambient/control';
 import { isLoopbackHost, parseListenAddress, type ListenAddress, type TcpSocketOptions } from '@ambient/dataplane';
 import { parse as parseYaml } from 'yaml';
-export { formatListenAddress, isLoopbackHost, parseListenAddress, type ListenAddress } from '@ambient/dataplane';
+export { parseListenAddress } from '@ambient/dataplane';
 import { DEFAULT_LOG_FILTER, parseLogFilter, type LogFormat } from '@ambient/dataplane';
-export type { LogFormat } from '@ambient/dataplane';
 
 /** What the process was asked to do (argv[1] of ztunnel). */
 export type Command = 'proxy' | 'version' | 'help';
-export type ProxyMode = 'shared' | 'dedicated';
+type ProxyMode = 'shared' | 'dedicated';
 
 /** The pod a dedicated-mode ztunnel serves (PROXY_WORKLOAD_INFO=ns/name/sa). */
-export interface WorkloadInfo {
+interface WorkloadInfo {
   readonly namespace: string;
   readonly name: string;
   readonly serviceAccount: string;
 }
 
 /** The subset of Istio's ProxyConfig that ztunnel reads (mesh `defaultConfig`, then PROXY_CONFIG). */
-export interface ProxyConfig {
+interface ProxyConfig {
   readonly discoveryAddress: string | undefined;
   readonly proxyAdminPort: number | undefined;
   readonly statsPort: number | undefined;
@@ -163,7 +162,7 @@ export interface ConfigProbe {
 
 export const MESH_CONFIG_PATH = './etc/istio/config/mesh';
 
-export const DEFAULT_PORTS = {
+const DEFAULT_PORTS = {
   admin: 15000,
   outbound: 15001,
   inboundPlaintext: 15006,

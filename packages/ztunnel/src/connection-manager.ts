@@ -17,7 +17,7 @@
 import type { Identity, Snapshot, Store, StoreChange } from '@ambient/control';
 import { ProxyError } from '@ambient/dataplane';
 
-export interface ConnectionEndpoint {
+interface ConnectionEndpoint {
   readonly ip: string;
   readonly port: number;
 }

@@ -16,10 +16,10 @@
  */
 import { canonicalPeerIp } from '@ambient/dataplane';
 
-export const OUTBOUND_PORT = 15001;
-export const INBOUND_PLAINTEXT_PORT = 15006;
+const OUTBOUND_PORT = 15001;
+const INBOUND_PLAINTEXT_PORT = 15006;
 export const HBONE_PORT = 15008;
-export const SOCKS5_PORT = 15080;
+const SOCKS5_PORT = 15080;
 
 export interface ListenerPorts {
   readonly outbound: number;
@@ -29,7 +29,7 @@ export interface ListenerPorts {
   readonly socks5: number | undefined;
 }
 
-export const DEFAULT_LISTENER_PORTS: ListenerPorts = {
+const DEFAULT_LISTENER_PORTS: ListenerPorts = {
   outbound: OUTBOUND_PORT,
   inboundPlaintext: INBOUND_PLAINTEXT_PORT,
   hbone: HBONE_PORT,

@@ -363,7 +363,7 @@ function limitReason(kind: HboneLimitKind): RefusalReason {
   }
 }
 
-export function serverAddress(server: Server): string {
+function serverAddress(server: Server): string {
   const a = server.address();
   if (a === null || typeof a === 'string') return String(a);
   return a.family === 'IPv6' ? `[${a.address}]:${a.port}` : `${a.address}:${a.port}`;

@@ -23,9 +23,9 @@ import { CaError, type CertificateAuthority } from './types.js';
 import { crypto, ECDSA_P256_SHA256, keyUsages, subjectAltNames, x509 } from './x509.js';
 
 /** istiod's default workload certificate lifetime (DEFAULT_WORKLOAD_CERT_TTL). */
-export const DEFAULT_WORKLOAD_TTL_SECONDS = 24 * 3600;
+const DEFAULT_WORKLOAD_TTL_SECONDS = 24 * 3600;
 /** istiod's default maximum (MAX_WORKLOAD_CERT_TTL). */
-export const DEFAULT_MAX_WORKLOAD_TTL_SECONDS = 90 * 24 * 3600;
+const DEFAULT_MAX_WORKLOAD_TTL_SECONDS = 90 * 24 * 3600;
 const ROOT_VALIDITY_SECONDS = 10 * 365 * 24 * 3600;
 const SERVER_CERT_TTL_SECONDS = 365 * 24 * 3600;
 const BACKDATE_MS = 60_000;

@@ -46,7 +46,7 @@ import { chainError, verifyCertificateChain } from './chain.js';
 import { generateKeyAndCsr } from './csr.js';
 import { CaError, type CertificateFetcher, type WorkloadCertificate } from './types.js';
 
-export const DEFAULT_CA_TIMEOUT_MS = 30_000;
+const DEFAULT_CA_TIMEOUT_MS = 30_000;
 
 /** The Struct key istiod reads (istio/istio pkg/security ImpersonatedIdentity). */
 export const IMPERSONATED_IDENTITY_KEY = 'ImpersonatedIdentity';
@@ -188,7 +188,7 @@ export class IstioCaClient implements CertificateFetcher {
  * status from the CA (authentication, impersonation denied, bad CSR, internal
  * signing error) is CA_REJECTED.
  */
-export function caErrorFromStatus(err: ServiceError, id: string): CaError {
+function caErrorFromStatus(err: ServiceError, id: string): CaError {
   const name = status[err.code] ?? String(err.code);
   const detail = `CreateCertificate for ${id} failed: ${name}: ${err.details || err.message}`;
   switch (err.code) {

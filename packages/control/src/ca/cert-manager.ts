@@ -47,7 +47,7 @@ export type CertState =
   | { readonly kind: 'Unavailable'; readonly error: CaError };
 
 /** One certificate in /config_dump (ztunnel admin.rs CertDump, camelCase). */
-export interface CertDump {
+interface CertDump {
   /** Base64 of the PEM text. */
   readonly pem: string;
   /** Decimal, as ztunnel prints it. */

@@ -6,7 +6,7 @@
 import { X509Certificate } from 'node:crypto';
 import { fail, ok, rejection, type Rejection, type Result } from '../result.js';
 
-export interface PemBlock {
+interface PemBlock {
   /** The label after BEGIN, e.g. "CERTIFICATE" or "PRIVATE KEY". */
   readonly label: string;
   /** The whole block, BEGIN to END line, followed by "\n". */
@@ -16,7 +16,7 @@ export interface PemBlock {
 const BLOCK = /-----BEGIN ([A-Z0-9 ]+)-----\r?\n([\s\S]*?)-----END \1-----/g;
 
 /** Every PEM block in `text`, in order. Text between blocks is ignored (as OpenSSL does). */
-export function pemBlocks(text: string): PemBlock[] {
+function pemBlocks(text: string): PemBlock[] {
   const out: PemBlock[] = [];
   for (const m of text.matchAll(BLOCK)) out.push({ label: m[1] ?? '', pem: `${m[0]}\n` });
   return out;

@@ -16,10 +16,8 @@ export const crypto: webcrypto.Crypto = webcrypto;
 /** ECDSA P-256 with SHA-256 (rcgen PKCS_ECDSA_P256_SHA256 in ztunnel). */
 export const ECDSA_P256_SHA256 = { name: 'ECDSA', namedCurve: 'P-256', hash: 'SHA-256' } as const;
 
-export const OID_SUBJECT_ALT_NAME = '2.5.29.17';
-export const OID_BASIC_CONSTRAINTS = '2.5.29.19';
-export const OID_KEY_USAGE = '2.5.29.15';
-export const OID_EXT_KEY_USAGE = '2.5.29.37';
+const OID_SUBJECT_ALT_NAME = '2.5.29.17';
+const OID_KEY_USAGE = '2.5.29.15';
 
 /** The SAN extension of a certificate or CSR, if present. */
 export function subjectAltNames(source: { getExtension(type: string): x509.Extension | null }):
@@ -33,10 +31,4 @@ export function subjectAltNames(source: { getExtension(type: string): x509.Exten
 export function keyUsages(cert: x509.X509Certificate): x509.KeyUsageFlags | undefined {
   const ext = cert.getExtension(OID_KEY_USAGE);
   return ext instanceof x509.KeyUsagesExtension ? ext.usages : undefined;
-}
-
-/** basicConstraints cA flag (false when absent). */
-export function isCa(cert: x509.X509Certificate): boolean {
-  const ext = cert.getExtension(OID_BASIC_CONSTRAINTS);
-  return ext instanceof x509.BasicConstraintsExtension && ext.ca;
 }

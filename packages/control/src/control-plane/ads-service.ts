@@ -103,7 +103,7 @@ export interface AdsServiceOptions {
 }
 
 /** grpc-js service definition for the one method we serve. */
-export const deltaAdsServiceDefinition: grpc.ServiceDefinition = {
+const deltaAdsServiceDefinition: grpc.ServiceDefinition = {
   DeltaAggregatedResources: {
     path: DELTA_ADS_METHOD,
     requestStream: true,

@@ -47,9 +47,9 @@ export const MAX_WORKLOAD_CERT_TTL_SECONDS = 90 * 24 * 60 * 60;
 /** Helm's `CA_TRUSTED_NODE_ACCOUNTS` for the ztunnel chart. */
 export const DEFAULT_TRUSTED_NODE_ACCOUNTS: readonly string[] = ['istio-system/ztunnel'];
 /** The metadata key ztunnel sets (`istio/istio:pkg/security/security.go` ImpersonatedIdentity). */
-export const IMPERSONATED_IDENTITY_KEY = 'ImpersonatedIdentity';
+const IMPERSONATED_IDENTITY_KEY = 'ImpersonatedIdentity';
 
-export const AUTHENTICATE_FAILURE = 'request authenticate failure';
+const AUTHENTICATE_FAILURE = 'request authenticate failure';
 export const IMPERSONATION_FAILURE = 'request impersonation authentication failure';
 
 /** What the CA saw and decided, for tests and debugging. */
@@ -80,7 +80,7 @@ export interface CaServiceOptions {
   readonly onRequest?: ((record: CaRequestRecord) => void) | undefined;
 }
 
-export const caServiceDefinition: grpc.ServiceDefinition = {
+const caServiceDefinition: grpc.ServiceDefinition = {
   CreateCertificate: {
     path: CREATE_CERTIFICATE_METHOD,
     requestStream: false,
@@ -226,12 +226,12 @@ export class CaService {
 }
 
 /** Splits concatenated PEM certificates into single PEMs (without trailing newline). */
-export function splitPem(text: string): string[] {
+function splitPem(text: string): string[] {
   return text.match(/-----BEGIN CERTIFICATE-----[\s\S]+?-----END CERTIFICATE-----/g) ?? [];
 }
 
 /** Go's time.Duration formatting for whole seconds (e.g. "2160h0m0s"), as istiod prints TTLs. */
-export function goDuration(seconds: bigint): string {
+function goDuration(seconds: bigint): string {
   if (seconds === 0n) return '0s';
   const h = seconds / 3600n;
   const m = (seconds % 3600n) / 60n;

@@ -22,7 +22,7 @@ Authorization) and the Istio CA (IstioCertificateService) on one TLS 1.3 port.
   -h, --help                   show this help
 `;
 
-export interface CliOptions {
+interface CliOptions {
   readonly meshPath: string;
   readonly listen?: string;
   readonly tokensPath?: string;

@@ -36,14 +36,12 @@ export interface MeshChange {
 
 export type MeshChangeListener = (changes: readonly MeshChange[]) => void;
 
-export const WDS_TYPE_URLS: readonly WdsTypeUrl[] = [ADDRESS_TYPE_URL, AUTHORIZATION_TYPE_URL];
-
 export function isWdsTypeUrl(typeUrl: string): typeUrl is WdsTypeUrl {
   return typeUrl === ADDRESS_TYPE_URL || typeUrl === AUTHORIZATION_TYPE_URL;
 }
 
 /** istiod's resource name for an Address (`ResourceName()`): uid, or `namespace/hostname`. */
-export function addressResourceName(address: Address): string | undefined {
+function addressResourceName(address: Address): string | undefined {
   switch (address.type.case) {
     case 'workload':
       return address.type.value.uid;
@@ -55,12 +53,12 @@ export function addressResourceName(address: Address): string | undefined {
 }
 
 /** istiod's resource name for a policy: `namespace/name`. */
-export function authorizationResourceName(policy: Authorization): string {
+function authorizationResourceName(policy: Authorization): string {
   return `${policy.namespace}/${policy.name}`;
 }
 
 /** `network/ip` for each workload address or service VIP (istiod `AddressInfo.Aliases()`). */
-export function addressAliases(address: Address): string[] {
+function addressAliases(address: Address): string[] {
   const out: string[] = [];
   if (address.type.case === 'workload') {
     const w = address.type.value;

@@ -80,7 +80,7 @@ import { translateService } from '../translate/service.js';
 import { translateWorkload } from '../translate/workload.js';
 import { isList, isMapping, YamlReader, type Entry, type YamlRecord, type YamlNode } from './yaml-reader.js';
 
-export interface StaticAddress {
+interface StaticAddress {
   /** xDS resource name: the workload uid, or `namespace/hostname` for a service. */
   readonly name: string;
   readonly address: PbAddress;
@@ -88,7 +88,7 @@ export interface StaticAddress {
   readonly path: string;
 }
 
-export interface StaticAuthorization {
+interface StaticAuthorization {
   /** `namespace/name`. */
   readonly name: string;
   readonly authorization: PbAuthorization;

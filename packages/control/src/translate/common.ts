@@ -47,14 +47,14 @@ export class Problems {
 }
 
 /** `a` + `b` as a field path: `a.b`, or `a[0]` when `b` is an index. */
-export function joinPath(prefix: string, field: string): string {
+function joinPath(prefix: string, field: string): string {
   if (prefix === '') return field;
   if (field === '') return prefix;
   return field.startsWith('[') ? `${prefix}${field}` : `${prefix}.${field}`;
 }
 
 /** Shows a value in a rejection reason: strings quoted, everything else as written. */
-export function show(value: unknown): string {
+function show(value: unknown): string {
   return typeof value === 'string' ? JSON.stringify(value) : String(value);
 }
 
@@ -70,7 +70,7 @@ export function ipFromWire(bytes: Uint8Array, field: string, problems: Problems)
   return ip;
 }
 
-export const MAX_PORT = 65535;
+const MAX_PORT = 65535;
 
 /**
  * A TCP port carried as uint32. ztunnel truncates with `as u16` (70000 would

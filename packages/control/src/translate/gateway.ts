@@ -11,17 +11,11 @@
  */
 import type { GatewayAddress, WeightedWaypoint } from '../model/gateway.js';
 import { spiffeSegmentProblem } from '../model/identity.js';
-import type { Result } from '../result.js';
 import type {
   GatewayAddress as PbGatewayAddress,
   WeightedWaypoint as PbWeightedWaypoint,
 } from '../gen/istio/workload/workload_pb.js';
-import { checkPort, hostnameProblem, ipFromWire, Problems } from './common.js';
-
-export function translateGatewayAddress(pb: PbGatewayAddress): Result<GatewayAddress> {
-  const problems = Problems.root();
-  return problems.result(gatewayAddress(pb, problems));
-}
+import { checkPort, hostnameProblem, ipFromWire, type Problems } from './common.js';
 
 /** Translates into `problems` (relative paths); undefined when anything was wrong. */
 export function gatewayAddress(pb: PbGatewayAddress, problems: Problems): GatewayAddress | undefined {

@@ -91,7 +91,7 @@ const APPLICATION_TUNNEL_PROTOCOLS: Record<number, ApplicationTunnel['protocol']
   [ApplicationTunnel_Protocol.PROXY]: 'PROXY',
 };
 
-export const APP_PROTOCOLS: Record<number, AppProtocol> = {
+const APP_PROTOCOLS: Record<number, AppProtocol> = {
   [PbAppProtocol.UNKNOWN]: 'Unknown',
   [PbAppProtocol.HTTP11]: 'HTTP11',
   [PbAppProtocol.HTTP2]: 'HTTP2',
@@ -217,7 +217,7 @@ export function portMappings(ports: readonly PbPort[], field: string, problems: 
  * ztunnel never reads Port.app_protocol, so an unknown number cannot make it
  * refuse a resource; we keep the known values and read unknown ones as Unknown.
  */
-export function appProtocol(value: number): AppProtocol {
+function appProtocol(value: number): AppProtocol {
   return APP_PROTOCOLS[value] ?? 'Unknown';
 }
 

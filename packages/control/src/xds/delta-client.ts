@@ -154,7 +154,7 @@ export interface XdsClientSnapshot {
  * fresh connection, so grpc-js's own reconnect backoff (up to 120 s) never
  * delays ours (Ready within one ≤ 15 s backoff of istiod returning).
  */
-export const XDS_CHANNEL_OPTIONS: grpc.ChannelOptions = {
+const XDS_CHANNEL_OPTIONS: grpc.ChannelOptions = {
   'grpc.max_receive_message_length': 200 * 1024 * 1024,
   'grpc.keepalive_time_ms': 30_000,
   'grpc.keepalive_timeout_ms': 10_000,

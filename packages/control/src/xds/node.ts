@@ -30,8 +30,8 @@ import type { Rejection, Result } from '../result.js';
 
 export type NodeType = 'ztunnel' | 'waypoint';
 
-export const DEFAULT_INSTANCE_IP = '1.1.1.1';
-export const DEFAULT_CLUSTER_ID = 'Kubernetes';
+const DEFAULT_INSTANCE_IP = '1.1.1.1';
+const DEFAULT_CLUSTER_ID = 'Kubernetes';
 const ISTIO_META_PREFIX = 'ISTIO_META_';
 const ISTIO_METAJSON_PREFIX = 'ISTIO_METAJSON_';
 

@@ -45,7 +45,7 @@ export interface WdsHandlers {
 }
 
 /** Decodes every resource; returns the accepted values and the rejections, in input order. */
-export async function decodeBatch<T>(
+async function decodeBatch<T>(
   resources: readonly XdsResource[],
   decode: (resource: PackedResource) => Result<T>,
   slicer?: Slicer,

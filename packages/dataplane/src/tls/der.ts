@@ -58,7 +58,7 @@ export type GeneralName =
   | { readonly type: 'ip'; readonly value: string }
   | { readonly type: 'other'; readonly tag: number };
 
-export interface CertificateExtension {
+interface CertificateExtension {
   readonly oid: string;
   readonly critical: boolean;
   /** The content of extnValue (the DER of the extension's own structure). */

@@ -16,7 +16,7 @@ import { policyMatches, subjectOf, type ConnInfo } from './match.js';
 
 export type { ConnInfo } from './match.js';
 
-export type DecisionReason =
+type DecisionReason =
   | 'explicit-deny' //      a non-dry-run DENY policy matched (`policy` names it)
   | 'no-allow-policies' //  no non-dry-run ALLOW policy applies: allowed
   | 'allow-match' //        an ALLOW policy matched (`policy` names it)
@@ -24,7 +24,7 @@ export type DecisionReason =
   | 'missing-policy' //     a referenced policy has not been received (`missing` lists them): fail closed
   | 'invalid-connection'; // the connection's addresses are not IPs: fail closed
 
-export interface DryRunNote {
+interface DryRunNote {
   /** `namespace/name`. */
   readonly policy: string;
   readonly action: PolicyAction;

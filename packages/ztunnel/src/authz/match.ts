@@ -73,7 +73,7 @@ export function policyMatches(policy: Authorization, subject: Subject): boolean 
   );
 }
 
-export function isEmptyMatch(m: Match): boolean {
+function isEmptyMatch(m: Match): boolean {
   return (
     m.namespaces.length === 0 &&
     m.notNamespaces.length === 0 &&
@@ -110,7 +110,7 @@ function field<T>(positive: readonly T[], negative: readonly T[], matches: (v: T
   return true;
 }
 
-export function stringMatches(m: StringMatch, value: string): boolean {
+function stringMatches(m: StringMatch, value: string): boolean {
   switch (m.kind) {
     case 'exact':
       return value === m.value;

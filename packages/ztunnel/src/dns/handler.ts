@@ -65,7 +65,7 @@ export interface DnsHandlerOptions {
   readonly metrics: DnsMetricsRecorder;
 }
 
-export interface IncomingMessage {
+interface IncomingMessage {
   readonly message: Buffer;
   readonly protocol: Protocol;
   /** The client's `ip:port`, for logs. */

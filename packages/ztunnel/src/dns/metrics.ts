@@ -13,7 +13,7 @@ import type { Workload } from '@ambient/control';
 import type { CounterVec, HistogramVec, MetricsRegistry } from '@ambient/dataplane';
 import type { Protocol } from './wire.js';
 
-export const DNS_DURATION_BUCKETS: readonly number[] = [0.0005, 0.001, 0.01, 0.1, 1, 5];
+const DNS_DURATION_BUCKETS: readonly number[] = [0.0005, 0.001, 0.01, 0.1, 1, 5];
 
 /** What a DNS metric sample describes. */
 export interface DnsMetricLabels {
@@ -77,11 +77,3 @@ export function createDnsMetrics(istio: MetricsRegistry): DnsMetricsRecorder {
     upstreamDuration: (l, seconds) => duration.observe(labels(l), seconds),
   };
 }
-
-/** A recorder that records nothing (DNS proxy without metrics, e.g. some tests). */
-export const noDnsMetrics: DnsMetricsRecorder = {
-  request: () => {},
-  upstreamRequest: () => {},
-  upstreamFailure: () => {},
-  upstreamDuration: () => {},
-};

@@ -28,7 +28,7 @@ export function normalizeName(name: string): string {
   return lower.endsWith('.') ? lower.slice(0, -1) : lower;
 }
 
-export function labelsOf(name: string): string[] {
+function labelsOf(name: string): string[] {
   return name === '' ? [] : name.split('.');
 }
 

@@ -10,7 +10,7 @@
 import { readFile as fsReadFile } from 'node:fs/promises';
 import { canonicalIp } from '@ambient/control';
 
-export const DNS_PORT = 53;
+const DNS_PORT = 53;
 export const DEFAULT_RESOLV_CONF = '/etc/resolv.conf';
 
 export interface Nameserver {

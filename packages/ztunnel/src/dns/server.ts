@@ -37,9 +37,7 @@ import { DEFAULT_CLUSTER_DOMAIN } from './names.js';
 import type { Nameserver } from './resolv-conf.js';
 import { frameTcp, TcpFrameReader } from './wire.js';
 
-export const DNS_PROXY_PORT = 15053;
-
-export interface DnsProxyLimits {
+interface DnsProxyLimits {
   /** Open TCP connections (default 128). */
   readonly maxTcpConnections: number;
   /** ztunnel's TCP request timeout: a connection with nothing pending is closed after this long without a request (default 5 s). */
@@ -56,7 +54,7 @@ export interface DnsProxyLimits {
   readonly upstreamTimeoutMs: number;
 }
 
-export const DEFAULT_DNS_PROXY_LIMITS: DnsProxyLimits = {
+const DEFAULT_DNS_PROXY_LIMITS: DnsProxyLimits = {
   maxTcpConnections: 128,
   tcpRequestTimeoutMs: 5_000,
   maxTcpMessageBytes: 4_096,

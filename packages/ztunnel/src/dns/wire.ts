@@ -18,11 +18,11 @@ export type Protocol = 'udp' | 'tcp';
 
 export const RCODE = { NOERROR: 0, FORMERR: 1, SERVFAIL: 2, NXDOMAIN: 3, NOTIMP: 4, REFUSED: 5 } as const;
 export const OPCODE_QUERY = 0;
-export const HEADER_BYTES = 12;
+const HEADER_BYTES = 12;
 /** RFC 1035 UDP limit without EDNS. */
-export const CLASSIC_UDP_BYTES = 512;
+const CLASSIC_UDP_BYTES = 512;
 /** The largest UDP payload an IPv4 datagram can carry. */
-export const MAX_UDP_BYTES = 65_507;
+const MAX_UDP_BYTES = 65_507;
 /** The largest message TCP framing can carry. */
 export const MAX_TCP_MESSAGE_BYTES = 65_535;
 
@@ -119,7 +119,7 @@ function copyQuestion(q: Question): Question {
  * The question section only, ignoring every record after it (an upstream
  * answer is relayed as received, so its records never need decoding here).
  */
-export function decodeQuestionsOnly(msg: Buffer): Question[] | undefined {
+function decodeQuestionsOnly(msg: Buffer): Question[] | undefined {
   if (msg.length < HEADER_BYTES) return undefined;
   const questionsOnly = Buffer.from(msg);
   questionsOnly.fill(0, 6, HEADER_BYTES);
@@ -158,7 +158,7 @@ export function matchUpstreamResponse(msg: Buffer, id: number, question: Questio
 }
 
 /** True when two questions ask the same thing (names compared case-insensitively). */
-export function sameQuestion(a: Question, b: Question): boolean {
+function sameQuestion(a: Question, b: Question): boolean {
   return a.name.toLowerCase() === b.name.toLowerCase() && a.type === b.type && (a.class ?? 'IN') === (b.class ?? 'IN');
 }
 

@@ -24,7 +24,7 @@ export interface CertificateWarmer {
   forget(identity: Identity): void;
 }
 
-export function isLocalTunnelWorkload(w: Workload, nodeName: string): boolean {
+function isLocalTunnelWorkload(w: Workload, nodeName: string): boolean {
   return nodeName !== '' && w.node === nodeName && (w.protocol === 'HBONE' || w.nativeTunnel);
 }
 

@@ -22,7 +22,7 @@ export interface InboundReject {
 }
 
 /** The snapshot lookups inbound planning needs. */
-export type InboundLookup = Pick<Snapshot, 'findAddress' | 'service' | 'serviceByHostname' | 'servicesForWorkload' | 'workloads'>;
+type InboundLookup = Pick<Snapshot, 'findAddress' | 'service' | 'serviceByHostname' | 'servicesForWorkload' | 'workloads'>;
 
 export interface InboundInput {
   readonly snapshot: InboundLookup;

@@ -22,7 +22,7 @@ import { ManagerState, type PodNetns, type RunningProxy, type WorkloadStateDump 
 import { ZdsClient, type ZdsTransport } from './zds-client.js';
 
 /** ztunnel retries pods whose proxy failed to start every 5 s. */
-export const PENDING_RETRY_MS = 5_000;
+const PENDING_RETRY_MS = 5_000;
 
 export interface WorkloadProxyManagerDeps {
   readonly uds: string;

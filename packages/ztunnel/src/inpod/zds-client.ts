@@ -40,8 +40,8 @@ export interface ZdsClientDeps {
   readonly onPacket: (packet: ZdsPacket) => Promise<Uint8Array>;
 }
 
-export const ZDS_BACKOFF_INITIAL_MS = 10;
-export const ZDS_BACKOFF_MAX_MS = 15_000;
+const ZDS_BACKOFF_INITIAL_MS = 10;
+const ZDS_BACKOFF_MAX_MS = 15_000;
 
 export class ZdsClient {
   #closed = false;

@@ -24,7 +24,7 @@ import { FAILED_FLAGS, type ResponseFlag } from '@ambient/dataplane';
 import type { CounterVec, GaugeVec, Labels, MetricsRegistry } from '@ambient/dataplane';
 
 export type Reporter = 'source' | 'destination';
-export type SecurityPolicy = 'mutual_tls' | 'unknown';
+type SecurityPolicy = 'mutual_tls' | 'unknown';
 
 /** The label names of the `istio_tcp_*` families, in exposition order. */
 export const TRAFFIC_LABEL_NAMES = [
@@ -91,7 +91,7 @@ export interface DerivedWorkload {
   readonly zone?: string;
 }
 
-export interface ServiceDescription {
+interface ServiceDescription {
   readonly hostname: string;
   readonly name: string;
   readonly namespace: string;

@@ -95,7 +95,7 @@ export function loadBalance(input: LoadBalanceInput): LoadBalanceResult {
 }
 
 /** The service's target port for a service port: undefined when the service lacks the port, 0 for a named port. */
-export function serviceTargetPort(service: Service, servicePort: number): number | undefined {
+function serviceTargetPort(service: Service, servicePort: number): number | undefined {
   return service.ports.find((p) => p.servicePort === servicePort)?.targetPort;
 }
 

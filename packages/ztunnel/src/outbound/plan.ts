@@ -43,7 +43,7 @@ import { loadBalance, pickServiceWaypoint, resolveTargetPort, type ResolutionMod
 
 
 /** The snapshot lookups the planner needs. */
-export type OutboundLookup = Pick<Snapshot, 'findAddress' | 'serviceByVip' | 'workloadByAddress' | 'service' | 'endpoints' | 'workloads'>;
+type OutboundLookup = Pick<Snapshot, 'findAddress' | 'serviceByVip' | 'workloadByAddress' | 'service' | 'endpoints' | 'workloads'>;
 
 export interface OutboundInput {
   readonly snapshot: OutboundLookup;
@@ -62,7 +62,7 @@ export interface OutboundInput {
   readonly hbonePort?: number;
 }
 
-export interface PlanDestination {
+interface PlanDestination {
   /**
    * The workload at the next hop, for destination_* metric labels (ztunnel
    * `actual_destination_workload`): the waypoint when through a waypoint,
@@ -73,9 +73,9 @@ export interface PlanDestination {
   readonly service: Service | undefined;
 }
 
-export type OutboundVia = 'direct' | 'service-waypoint' | 'workload-waypoint';
+type OutboundVia = 'direct' | 'service-waypoint' | 'workload-waypoint';
 
-export interface HbonePlan {
+interface HbonePlan {
   readonly kind: 'hbone';
   readonly via: OutboundVia;
   /** TCP next hop: `workloadIp:15008` or the waypoint's HBONE address. */
@@ -87,7 +87,7 @@ export interface HbonePlan {
   readonly destination: PlanDestination;
 }
 
-export interface DoubleHbonePlan {
+interface DoubleHbonePlan {
   readonly kind: 'double-hbone';
   readonly via: 'direct' | 'service-waypoint';
   /** The network gateway's HBONE address (outer tunnel, pooled). */
@@ -104,20 +104,20 @@ export interface DoubleHbonePlan {
   readonly remoteWorkload: Workload;
 }
 
-export interface TcpPlan {
+interface TcpPlan {
   readonly kind: 'tcp';
   readonly nextHop: SocketAddress;
   readonly destination: PlanDestination;
 }
 
-export interface PassthroughPlan {
+interface PassthroughPlan {
   readonly kind: 'passthrough';
   /** Always the original destination. */
   readonly nextHop: SocketAddress;
   readonly reason: 'passthrough-service' | 'unknown-destination';
 }
 
-export interface RejectPlan {
+interface RejectPlan {
   readonly kind: 'reject';
   readonly code: ProxyErrorCode;
   readonly message: string;

@@ -86,7 +86,7 @@ async function sourceWorkload(deps: OutboundFrontDeps, client: Socket): Promise<
 }
 
 /** The SOCKS5 reply (RFC 1928 §6) for an outbound failure. */
-export function socksReplyFor(err: ProxyError): (typeof ReplyCode)[keyof typeof ReplyCode] {
+function socksReplyFor(err: ProxyError): (typeof ReplyCode)[keyof typeof ReplyCode] {
   switch (err.code) {
     case 'POLICY_DENIED':
     case 'SELF_CALL':

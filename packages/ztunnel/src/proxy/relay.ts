@@ -14,7 +14,7 @@ import { ProxyError } from '@ambient/dataplane';
 import { proxyBidirectional, type CopyResult } from '@ambient/dataplane';
 import type { ConnectionResult } from '../metrics/connection-result.js';
 
-export function copyOutcome(copied: CopyResult): ProxyError | undefined {
+function copyOutcome(copied: CopyResult): ProxyError | undefined {
   const e = copied.error;
   if (e === undefined || e.kind === 'reset' || e.kind === 'closed') return undefined;
   return new ProxyError('INTERNAL', `relay failed on side ${e.side}: ${e.message}`, { cause: e.cause });

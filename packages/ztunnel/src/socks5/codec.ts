@@ -8,13 +8,13 @@
 import { canonicalIp, ipFromBytes, ipToBytes } from '@ambient/control';
 import { canonicalPeerIp } from '@ambient/dataplane';
 
-export const SOCKS_VERSION = 0x05;
+const SOCKS_VERSION = 0x05;
 export const METHOD_NO_AUTH = 0x00;
 export const METHOD_NONE_ACCEPTABLE = 0xff;
-export const CMD_CONNECT = 0x01;
-export const ATYP_IPV4 = 0x01;
-export const ATYP_DOMAIN = 0x03;
-export const ATYP_IPV6 = 0x04;
+const CMD_CONNECT = 0x01;
+const ATYP_IPV4 = 0x01;
+const ATYP_DOMAIN = 0x03;
+const ATYP_IPV6 = 0x04;
 
 /** Reply codes (RFC 1928 section 6). */
 export const ReplyCode = {

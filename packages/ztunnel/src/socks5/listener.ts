@@ -55,10 +55,10 @@ export interface Socks5Connection {
   reply(code: ReplyCode, bound?: SocketAddress): void;
 }
 
-export type Socks5Handler = (conn: Socks5Connection) => void | Promise<void>;
+type Socks5Handler = (conn: Socks5Connection) => void | Promise<void>;
 
 /** Resolves a hostname for a client; undefined when it has no address. */
-export type Socks5Resolver = (hostname: string, peer: SocketAddress) => Promise<string | undefined>;
+type Socks5Resolver = (hostname: string, peer: SocketAddress) => Promise<string | undefined>;
 
 export interface Socks5ListenerOptions {
   readonly clock: Pick<Clock, 'setTimer'>;
