@@ -52,6 +52,16 @@ describe('MetricsRegistry exposition', () => {
     expect(await r.encode('prometheus')).toContain('c_total{b="y",a="unknown",c="z"} 3');
   });
 
+  it('keeps the empty value of a keepEmpty label (grpc_response_status="") on counters and histograms', async () => {
+    const r = new MetricsRegistry();
+    r.counterVec({ name: 'c', help: 'C.', labelNames: ['a', 'g'], keepEmpty: ['g'] }).inc({ a: '', g: '' });
+    r.histogramVec({ name: 'h', help: 'H.', labelNames: ['a', 'g'], keepEmpty: ['g'], buckets: [1] }).observe({ a: '', g: '' }, 0.5);
+    const text = await r.encode('prometheus');
+    expect(text).toContain('c_total{a="unknown",g=""} 1');
+    expect(text).toContain('h_bucket{a="unknown",g="",le="1"} 1');
+    expect(text).toContain('h_count{a="unknown",g=""} 1');
+  });
+
   it('escapes label values and HELP text', async () => {
     const r = new MetricsRegistry();
     r.gaugeVec({ name: 'g', help: 'back\\slash\nnewline', labelNames: ['v'] }).set({ v: 'a"b\\c\nd' }, 1);

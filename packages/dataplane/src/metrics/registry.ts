@@ -58,6 +58,11 @@ interface FamilyOptions {
 
 export interface VecOptions<L extends string> extends FamilyOptions {
   readonly labelNames: readonly L[];
+  /**
+   * Labels whose empty value is exposed as `""` instead of "unknown" (Envoy's
+   * istio_stats writes `grpc_response_status=""` for non-gRPC requests).
+   */
+  readonly keepEmpty?: readonly L[];
 }
 
 export interface HistogramOptions<L extends string> extends VecOptions<L> {
@@ -92,11 +97,11 @@ export interface HistogramVec<L extends string> {
 
 const UNKNOWN = 'unknown';
 
-/** Fills empty label values with "unknown", keeping the caller's key order. */
-function defaulted<L extends string>(labels: Labels<L>): Record<string, string> {
+/** Fills empty label values with "unknown" (except those in `keep`), keeping the caller's key order. */
+function defaulted<L extends string>(labels: Labels<L>, keep?: readonly string[]): Record<string, string> {
   let out: Record<string, string> | undefined;
   for (const k in labels) {
-    if (labels[k] === '') {
+    if (labels[k] === '' && (keep === undefined || !keep.includes(k))) {
       out ??= { ...labels };
       out[k] = UNKNOWN;
     }
@@ -179,7 +184,7 @@ export class MetricsRegistry {
     const name = this.#register(o, 'counter');
     const c = new PromCounter<string>({ name: `${name}_total`, help: o.help, labelNames: [...o.labelNames], registers: [] });
     this.#add({ name, type: 'counter', help: o.help, unit: o.unit, collect: () => promSamples(c, `${name}_total`) });
-    return { inc: (labels, v = 1) => c.inc(ordered(o.labelNames, defaulted(labels)), v) };
+    return { inc: (labels, v = 1) => c.inc(ordered(o.labelNames, defaulted(labels, o.keepEmpty)), v) };
   }
 
   gauge(o: FamilyOptions & { readonly collect?: () => number | undefined }): Gauge {
@@ -211,7 +216,7 @@ export class MetricsRegistry {
     const name = this.#register(o, 'gauge');
     const g = new PromGauge<string>({ name, help: o.help, labelNames: [...o.labelNames], registers: [] });
     this.#add({ name, type: 'gauge', help: o.help, unit: o.unit, collect: () => promSamples(g, name) });
-    const key = (labels: Labels<L>) => ordered(o.labelNames, defaulted(labels));
+    const key = (labels: Labels<L>) => ordered(o.labelNames, defaulted(labels, o.keepEmpty));
     return {
       set: (labels, v) => g.set(key(labels), v),
       inc: (labels, v = 1) => g.inc(key(labels), v),
@@ -223,7 +228,7 @@ export class MetricsRegistry {
     const name = this.#register(o, 'histogram');
     const h = new PromHistogram<string>({ name, help: o.help, labelNames: [...o.labelNames], buckets: [...o.buckets], registers: [] });
     this.#add({ name, type: 'histogram', help: o.help, unit: o.unit, collect: () => promSamples(h, name) });
-    return { observe: (labels, v) => h.observe(ordered(o.labelNames, defaulted(labels)), v) };
+    return { observe: (labels, v) => h.observe(ordered(o.labelNames, defaulted(labels, o.keepEmpty)), v) };
   }
 
   /**
