@@ -44,9 +44,12 @@ export interface HttpRequestRecord {
   /** Envoy's %RESPONSE_CODE_DETAILS% (via_upstream, route_not_found, direct_response, ...). */
   readonly responseCodeDetails: string;
   readonly upstreamTransportFailureReason: string | undefined;
-  /** Wire bytes of the request and response (headers + body), as Envoy counts them. */
+  /** Wire bytes of the request and response (headers + body), as Envoy counts them (istio_request_bytes / istio_response_bytes). */
   readonly requestBytes: number;
   readonly responseBytes: number;
+  /** Body bytes only (the access log's %BYTES_RECEIVED% / %BYTES_SENT%, which Envoy counts without headers). */
+  readonly requestBodyBytes: number;
+  readonly responseBodyBytes: number;
   /** Upstream service time (first response byte from the backend) in ms, for x-envoy-upstream-service-time. */
   readonly upstreamServiceTimeMs: number | undefined;
   /** gRPC message counts (istio_request_messages_total / istio_response_messages_total). */
@@ -64,6 +67,21 @@ export interface HttpRequestRecord {
   readonly downstreamLocal: string;
   readonly downstreamRemote: string;
   readonly routeName: string | undefined;
+  /** The request's trace headers as received (the span's parent); undefined when it carried none. */
+  readonly trace: TraceHeaders | undefined;
+}
+
+/** The trace-context request headers, verbatim (each undefined when absent). They are forwarded unchanged. */
+export interface TraceHeaders {
+  readonly traceparent?: string | undefined;
+  readonly tracestate?: string | undefined;
+  /** The single-header B3 form. */
+  readonly b3?: string | undefined;
+  readonly 'x-b3-traceid'?: string | undefined;
+  readonly 'x-b3-spanid'?: string | undefined;
+  readonly 'x-b3-parentspanid'?: string | undefined;
+  readonly 'x-b3-sampled'?: string | undefined;
+  readonly 'x-b3-flags'?: string | undefined;
 }
 
 export interface TcpConnectionRecord {
