@@ -26,6 +26,7 @@ export {
   type RootCertSource,
 } from './config/control-env.js';
 export { parseDuration } from './config/duration.js';
+export { parseListenAddress, type ListenAddress } from './config/listen-address.js';
 
 export * from './store/index.js';
 export { startWorkloadDiscovery, type WorkloadDiscovery, type WorkloadDiscoveryOptions } from './discovery.js';

@@ -179,6 +179,16 @@ describe('root certificate output', () => {
     }
   });
 
+  it('refuses a listen address that is not <ip>:<port>, [<ipv6>]:<port> or localhost:<port>, naming the option', async () => {
+    const error = await startControlPlane({ listen: 'istiod.example:15012' }).then(
+      () => undefined,
+      (e: unknown) => e,
+    );
+    expect(error).toBeInstanceOf(ControlPlaneError);
+    expect((error as ControlPlaneError).code).toBe('CONFIG_INVALID');
+    expect((error as ControlPlaneError).problems).toEqual([expect.objectContaining({ field: 'listen', reason: expect.stringContaining('expected <ip>:<port>') })]);
+  });
+
   it('fails clearly when the port is taken', async () => {
     const first = await startControlPlane({ listen: '127.0.0.1:0' });
     try {

@@ -3,7 +3,6 @@ import {
   MESH_CONFIG_PATH,
   parseCommand,
   parseConfig,
-  parseListenAddress,
   terminationDeadlineFromGracePeriod,
   type ConfigProbe,
   type ZtunnelConfig,
@@ -279,26 +278,6 @@ describe('parseCommand', () => {
     const r = parseCommand(argv);
     if (command === undefined) expect(r.ok).toBe(false);
     else expect(r).toEqual({ ok: true, value: { command, proxyArgs: argv.join(' ') } });
-  });
-});
-
-describe('parseListenAddress', () => {
-  it.each<[string, { host: string; port: number } | undefined]>([
-    ['localhost:15000', { host: 'localhost', port: 15000 }],
-    ['127.0.0.1:0', { host: '127.0.0.1', port: 0 }],
-    ['[::1]:15080', { host: '::1', port: 15080 }],
-    ['[::]:15020', { host: '::', port: 15020 }],
-    ['0.0.0.0:15021', { host: '0.0.0.0', port: 15021 }],
-    ['::1:15080', undefined],
-    ['[127.0.0.1]:1', undefined],
-    ['example.com:80', undefined],
-    ['127.0.0.1', undefined],
-    ['127.0.0.1:65536', undefined],
-    ['', undefined],
-  ])('%s', (text, expected) => {
-    const r = parseListenAddress(text);
-    if (expected === undefined) expect(r.ok).toBe(false);
-    else expect(r).toEqual({ ok: true, value: expected });
   });
 });
 

@@ -11,17 +11,18 @@ import {
   ok,
   parseControlEnv,
   parseDuration,
+  parseListenAddress,
   rejection,
   spiffeSegmentProblem,
   type ControlEnv,
   type Env,
   type Identity,
+  type ListenAddress,
   type Rejection,
   type Result,
 } from '@ambient/control';
-import { isLoopbackHost, parseListenAddress, type ListenAddress, type TcpSocketOptions } from '@ambient/dataplane';
+import { isLoopbackHost, type TcpSocketOptions } from '@ambient/dataplane';
 import { parse as parseYaml } from 'yaml';
-export { parseListenAddress } from '@ambient/dataplane';
 import { DEFAULT_LOG_FILTER, parseLogFilter, type LogFormat } from '@ambient/dataplane';
 
 /** What the process was asked to do (argv[1] of ztunnel). */
@@ -428,9 +429,9 @@ export function parseConfig(env: Env, probe: ConfigProbe, argv: readonly string[
   const address = (name: string, dflt: ListenAddress): ListenAddress => {
     const v = env[name];
     if (v === undefined) return dflt;
-    const parsed = parseListenAddress(v);
+    const parsed = parseListenAddress(v, name);
     if (!parsed.ok) {
-      bad(name, v, parsed.reason);
+      errors.push(...parsed.errors);
       return dflt;
     }
     return parsed.value;
@@ -450,9 +451,9 @@ export function parseConfig(env: Env, probe: ConfigProbe, argv: readonly string[
   let dnsProxyAddr: ListenAddress = { host: 'localhost', port: DEFAULT_PORTS.dns };
   const dnsAddrText = proxyMetadata['DNS_PROXY_ADDR'];
   if (dnsAddrText !== undefined) {
-    const parsed = parseListenAddress(dnsAddrText);
+    const parsed = parseListenAddress(dnsAddrText, 'ISTIO_META_DNS_PROXY_ADDR');
     if (parsed.ok) dnsProxyAddr = parsed.value;
-    else bad('ISTIO_META_DNS_PROXY_ADDR', dnsAddrText, parsed.reason);
+    else errors.push(...parsed.errors);
   }
   const dnsCapture = proxyMetadata['DNS_CAPTURE'];
   const dnsProxy = dnsCapture === undefined || dnsCapture.toLowerCase() === 'true';

@@ -260,6 +260,7 @@ export async function startWorkloadProxy(shared: ProxyShared, spec: WorkloadProx
 
       if (spec.addresses.socks5 !== undefined) {
         const socks = await startSocks5Listener(spec.addresses.socks5, {
+          sockets: spec.sockets,
           clock,
           log: plog,
           handshakeTimeoutMs: config.limits.socks5HandshakeTimeoutMs,

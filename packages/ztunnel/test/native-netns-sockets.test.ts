@@ -8,7 +8,7 @@ import type { Server, Socket } from 'node:net';
 import { afterEach, beforeAll, describe, expect, it } from 'vitest';
 import { NativeError, type Native } from '../src/platform/native.js';
 import { netnsSocketFactory } from '../src/platform/netns-sockets.js';
-import { SOCKET_HIGH_WATER_MARK, type SocketFactory } from '@ambient/dataplane';
+import { SOCKET_HIGH_WATER_MARK, type ListenOptions, type SocketFactory } from '@ambient/dataplane';
 import {
   Cleanup,
   closeServer,
@@ -38,9 +38,15 @@ function netns(tag: string): TestNetns {
   return ns;
 }
 
-async function listen(factory: SocketFactory, host: string, port: number, onConnection: (s: Socket) => void): Promise<Server> {
+async function listen(
+  factory: SocketFactory,
+  host: string,
+  port: number,
+  onConnection: (s: Socket) => void,
+  more: Omit<ListenOptions, 'host' | 'port'> = {},
+): Promise<Server> {
   const accepted: Socket[] = [];
-  const server = await factory.listen({ host, port }, (s) => {
+  const server = await factory.listen({ ...more, host, port }, (s) => {
     accepted.push(s);
     s.on('error', () => {});
     onConnection(s);
@@ -202,5 +208,24 @@ describe('netnsSocketFactory', () => {
     await accepted;
     const v6 = await connected(connect(factory, '::1', portOf(server)));
     expect(await readUntil(v6, '::1')).toBe('::1');
+  });
+
+  it('keeps accepted sockets writable after the client half-closes only with allowHalfOpen (the SOCKS5 listener)', async () => {
+    const ns = netns('halfopen');
+    const factory = netnsSocketFactory({ native, netns: ns.fd });
+    const answerAfterFin = (s: Socket) => {
+      s.resume();
+      s.once('end', () => setImmediate(() => (s.writableEnded ? undefined : s.end('after your FIN'))));
+    };
+    for (const [more, want] of [
+      [{ allowHalfOpen: true }, 'after your FIN'],
+      [{}, ''],
+    ] as const) {
+      const server = await listen(factory, '127.0.0.1', 0, answerAfterFin, more);
+      const client = await connected(connect(factory, '127.0.0.1', portOf(server)));
+      const reply = readUntil(client, 'after your FIN');
+      client.end();
+      expect(await reply).toBe(want);
+    }
   });
 });

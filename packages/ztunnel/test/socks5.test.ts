@@ -6,6 +6,7 @@
 import { connect, createServer, type Server, type Socket } from 'node:net';
 import type { Logger } from '@ambient/control';
 import { ManualClock } from '@ambient/control/testing';
+import { nodeSocketFactory } from '@ambient/dataplane';
 import { afterEach, describe, expect, it } from 'vitest';
 import type { ListenerName, RefusalReason } from '../src/metrics/components.js';
 import { encodeConnectRequest, encodeGreeting, parseReply, ReplyCode } from '../src/socks5/codec.js';
@@ -130,6 +131,7 @@ async function start(over: Partial<Socks5ListenerOptions> = {}): Promise<Harness
   const listener = await startSocks5Listener(
     { host: '127.0.0.1', port: 0 },
     {
+      sockets: nodeSocketFactory,
       clock,
       log: silent,
       resolve: async () => undefined,
@@ -340,7 +342,7 @@ describe('SOCKS5 listener', () => {
   it('fails to start on a taken port, naming the variable', async () => {
     const h = await start();
     await expect(
-      startSocks5Listener({ host: '127.0.0.1', port: h.listener.address.port }, { clock: h.clock, log: silent, handler: () => undefined, resolve: async () => undefined }),
+      startSocks5Listener({ host: '127.0.0.1', port: h.listener.address.port }, { sockets: nodeSocketFactory, clock: h.clock, log: silent, handler: () => undefined, resolve: async () => undefined }),
     ).rejects.toThrow(/socks5 listener: cannot listen on 127\.0\.0\.1:\d+: .*ZTUNNEL_SOCKS5_ADDR/);
   });
 });

@@ -28,6 +28,19 @@ describe('parseCliArgs', () => {
     expect(r.errors.map((e) => e.field).sort()).toEqual(['--ca-key', '--colour', '--listen', '--log-level', '--mesh', '--tokens', 'red'].sort());
   });
 
+  it('refuses a --listen host that is a name other than localhost, naming the flag and the expected form', () => {
+    expect(parseCliArgs(['--mesh', 'm.yaml', '--listen', 'istiod.example:15012'])).toEqual({
+      ok: false,
+      errors: [
+        {
+          field: '--listen',
+          reason: '"istiod.example:15012": "istiod.example" is not an IP address (the only name accepted is localhost); expected <ip>:<port>, [<ipv6>]:<port> or localhost:<port>',
+        },
+      ],
+    });
+    expect(parseCliArgs(['--mesh', 'm.yaml', '--listen', 'localhost:15012'])).toMatchObject({ ok: true, value: { options: { listen: 'localhost:15012' } } });
+  });
+
   it('recognises --help', () => {
     expect(parseCliArgs(['--help'])).toEqual({ ok: true, value: { kind: 'help' } });
   });

@@ -3,7 +3,7 @@
  * every problem reported at once (unknown flags, missing values, bad values).
  */
 import { fail, ok, rejection, type Rejection, type Result } from '../result.js';
-import { parseListenAddress } from './listen-address.js';
+import { parseListenAddress } from '../config/listen-address.js';
 
 export const USAGE = `Usage: ambient-control-plane --mesh FILE [options]
 
@@ -11,7 +11,8 @@ A local Istio control plane for ambient data planes: delta ADS (WDS Address and
 Authorization) and the Istio CA (IstioCertificateService) on one TLS 1.3 port.
 
   --mesh FILE                  mesh file in ztunnel's LOCAL_XDS_PATH shape (workloads, services, policies); watched
-  --listen HOST:PORT           address to serve on (default 127.0.0.1:15012; port 0 picks a free port)
+  --listen IP:PORT             address to serve on: IP:PORT, [IPV6]:PORT or localhost:PORT (default 127.0.0.1:15012;
+                               port 0 picks a free port)
   --tokens FILE                bearer tokens (YAML list of {token, namespace, serviceAccount, node?, pod?}); watched
   --root-cert-out FILE         write the root CA PEM here (point XDS_ROOT_CA and CA_ROOT_CA at it)
   --ca-cert FILE --ca-key FILE sign with this CA certificate and key instead of a generated root

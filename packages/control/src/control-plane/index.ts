@@ -12,7 +12,6 @@ export {
   type ReloadEvent,
   type ServingCertificateAuthority,
 } from './server.js';
-export { parseListenAddress, type ListenAddress } from './listen-address.js';
 export { MeshState, type AddressIndex, type MeshChange, type MeshContent } from './mesh-state.js';
 export { ResourceSet, diffResourceSets, resourceVersion, type ResourceSetDiff, type VersionedResource } from './resource-set.js';
 export { parseTokenFile, TokenRegistry, type Caller, type TokenEntry } from './tokens.js';

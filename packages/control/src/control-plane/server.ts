@@ -26,7 +26,7 @@ import { fail, formatRejections, ok, rejection, type Rejection, type Result } fr
 import { AdsService, type AdsObserver, type AdsStreamInfo, type AdsSubscriptionStatus, type StreamStatus } from './ads-service.js';
 import { CaService, DEFAULT_TRUSTED_NODE_ACCOUNTS, type CaRequestRecord } from './ca-service.js';
 import { watchFile, type FileWatch } from '../platform/file-watch.js';
-import { parseListenAddress } from './listen-address.js';
+import { parseListenAddress } from '../config/listen-address.js';
 import { loadMeshFile, readTextFile } from './mesh-file.js';
 import { MeshState } from './mesh-state.js';
 import { parseTokenFile, TokenRegistry, type TokenEntry } from './tokens.js';
@@ -66,7 +66,7 @@ export interface ControlPlaneOptions {
   readonly tokensPath?: string | undefined;
   /** Tokens known from the start, in addition to the token file. */
   readonly tokens?: readonly TokenEntry[] | undefined;
-  /** `host:port` to listen on (default 127.0.0.1:15012); port 0 picks a free port. IPv6 as `[::1]:15012`. */
+  /** `<ip>:<port>`, `[<ipv6>]:<port>` or `localhost:<port>` to listen on (default 127.0.0.1:15012); port 0 picks a free port. */
   readonly listen?: string | undefined;
   /** Trust domain of issued identities (default cluster.local). */
   readonly trustDomain?: string | undefined;
@@ -135,7 +135,7 @@ export async function startControlPlane(options: ControlPlaneOptions = {}): Prom
   const log = logger.child({ component: 'control-plane' });
   const problems: Rejection[] = [];
 
-  const listen = parseListenAddress(options.listen ?? DEFAULT_LISTEN);
+  const listen = parseListenAddress(options.listen ?? DEFAULT_LISTEN, 'listen');
   if (!listen.ok) problems.push(...listen.errors);
   const trustDomain = options.trustDomain ?? DEFAULT_TRUST_DOMAIN;
   const tdProblem = trustDomainProblem(trustDomain);
@@ -192,9 +192,8 @@ export async function startControlPlane(options: ControlPlaneOptions = {}): Prom
   if (isIP(listen.value.host) !== 0 && !['0.0.0.0', '::'].includes(listen.value.host) && !servingIps.includes(listen.value.host)) {
     servingIps.push(listen.value.host);
   }
-  const servingDns = [...SERVING_DNS_NAMES];
-  if (isIP(listen.value.host) === 0 && !servingDns.includes(listen.value.host)) servingDns.push(listen.value.host);
-  const serving = await authority.issueServerCertificate(servingDns, servingIps);
+  // The listen host is an IP or localhost (parseListenAddress refuses other names), and localhost is always served.
+  const serving = await authority.issueServerCertificate([...SERVING_DNS_NAMES], servingIps);
 
   const observer = options.observer;
   const xdsAuth = options.xdsAuth ?? (options.tokensPath !== undefined || (options.tokens?.length ?? 0) > 0 ? 'required' : 'none');

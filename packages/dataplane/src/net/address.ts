@@ -7,7 +7,7 @@
  * as they are. `formatSocketAddress` is the only `ip:port` formatter.
  */
 import type { Socket } from 'node:net';
-import { canonicalIp } from '@ambient/control';
+import { canonicalIp, type ListenAddress } from '@ambient/control';
 
 export interface SocketAddress {
   /** Canonical IP text (RFC 5952 for IPv6; IPv4 never IPv4-mapped). */
@@ -56,33 +56,10 @@ export function localAddressOf(socket: Pick<Socket, 'localAddress' | 'localPort'
 }
 
 // ---------------------------------------------------------------------------
-// Listen addresses
+// Listen addresses. The type and its one parser, parseListenAddress, are control's (config/listen-address.ts):
+// settings are parsed there; the type is re-exported here because dataplane's servers (admin/) take it.
 
-/**
- * Where a listener binds. `host` is an IP literal, or `localhost`, which means
- * 127.0.0.1 plus ::1 when IPv6 is enabled (ztunnel's `Address::Localhost`).
- * Port 0 asks the OS for a free port (tests).
- */
-export interface ListenAddress {
-  readonly host: string;
-  readonly port: number;
-}
-
-/** `localhost:15000`, `127.0.0.1:15000`, `[::1]:15000`, `0.0.0.0:15020`, `[::]:15020`. */
-export function parseListenAddress(text: string): { ok: true; value: ListenAddress } | { ok: false; reason: string } {
-  const expected = 'expected "<ip>:<port>", "[<ipv6>]:<port>" or "localhost:<port>"';
-  const m = /^(?:\[([^\]]+)\]|([^:[\]]+)):(\d{1,5})$/.exec(text);
-  if (!m) return { ok: false, reason: expected };
-  const port = Number(m[3]);
-  if (port > 65_535) return { ok: false, reason: `port ${port} is out of range (0-65535)` };
-  const rawHost = m[1] ?? m[2] ?? '';
-  if (m[2] !== undefined && rawHost === 'localhost') return { ok: true, value: { host: 'localhost', port } };
-  const ip = canonicalIp(rawHost);
-  if (ip === undefined || (m[1] !== undefined && !ip.includes(':')) || (m[2] !== undefined && ip.includes(':'))) {
-    return { ok: false, reason: `"${rawHost}" is not an IP address; ${expected}` };
-  }
-  return { ok: true, value: { host: ip, port } };
-}
+export type { ListenAddress } from '@ambient/control';
 
 export function formatListenAddress(a: ListenAddress): string {
   return formatSocketAddress({ ip: a.host, port: a.port });

@@ -7,7 +7,7 @@
  */
 import { createSocket, type Socket as UdpSocket } from 'node:dgram';
 import { localAddressOf, type SocketAddress } from '../net/address.js';
-import { createServer, connect as netConnect, isIPv6, type NetConnectOpts, type Server, type Socket } from 'node:net';
+import { createServer, connect as netConnect, isIPv6, type NetConnectOpts, type Server, type ServerOpts, type Socket } from 'node:net';
 
 /**
  * Stream buffer limit of every proxied TCP socket (Node 20's default is 16 KiB;
@@ -35,6 +35,17 @@ export interface ListenOptions {
   readonly backlog?: number;
   /** Accepted sockets start paused (the HBONE listener: no byte may be read before TLS takes over). */
   readonly pauseOnConnect?: boolean;
+  /**
+   * Accepted sockets stay writable after the peer's FIN instead of Node
+   * ending our side too (the SOCKS5 listener: propagating a client's FIN is
+   * the relay's job). Default false, as in net.createServer.
+   */
+  readonly allowHalfOpen?: boolean;
+}
+
+/** The net.createServer options of every factory's listeners (this one and the in-pod one), from ListenOptions. */
+export function netServerOptions(options: ListenOptions): ServerOpts {
+  return { noDelay: true, pauseOnConnect: options.pauseOnConnect === true, allowHalfOpen: options.allowHalfOpen === true, highWaterMark: SOCKET_HIGH_WATER_MARK };
 }
 
 export interface ConnectOptions {
@@ -69,7 +80,7 @@ export const localAddressAsOriginalDestination: OriginalDestination = (socket) =
 export const nodeSocketFactory: SocketFactory = {
   listen(options, onConnection) {
     return new Promise((resolve, reject) => {
-      const server = createServer({ noDelay: true, pauseOnConnect: options.pauseOnConnect === true, highWaterMark: SOCKET_HIGH_WATER_MARK }, onConnection);
+      const server = createServer(netServerOptions(options), onConnection);
       const onError = (err: Error) => reject(err);
       server.once('error', onError);
       server.listen({ host: options.host, port: options.port, backlog: options.backlog ?? 1024, exclusive: true }, () => {

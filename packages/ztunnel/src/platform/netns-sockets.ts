@@ -19,6 +19,7 @@ import { createServer, isIPv6, Socket, type Server } from 'node:net';
 import type { Native, NativeError } from './native.js';
 import {
   localAddressAsOriginalDestination,
+  netServerOptions,
   SOCKET_HIGH_WATER_MARK,
   type ConnectOptions,
   type ListenOptions,
@@ -97,7 +98,7 @@ export function netnsSocketFactory(o: NetnsSocketFactoryOptions): SocketFactory 
           reject(err as Error);
           return;
         }
-        const server = createServer({ noDelay: true, pauseOnConnect: options.pauseOnConnect === true, highWaterMark: SOCKET_HIGH_WATER_MARK }, onConnection);
+        const server = createServer(netServerOptions(options), onConnection);
         const onError = (err: Error) => {
           server.close();
           reject(err);
