@@ -142,13 +142,23 @@ export type HttpFilter =
 
 // ---- backends ------------------------------------------------------------------------------
 
-/** What a backendRef points at (mesh backendRefs need no ReferenceGrant, GEP-1294). */
+/**
+ * What a backendRef points at (mesh backendRefs need no ReferenceGrant, GEP-1294), as istiod's
+ * buildDestination reads it: `Service` (group ""; also multicluster.x-k8s.io ServiceImport, which istiod
+ * treats as the Service of that name), `Hostname` (group networking.istio.io: `name` is a ServiceEntry
+ * host, no namespace), or `Unsupported`: any other group/kind ("referencing unsupported backendRef"),
+ * kept in its place so that its share of the traffic is answered with a 500 and ResolvedRefs says
+ * InvalidKind (§3.1); `unsupported` then holds what was asked for. The parser never produces
+ * `ServiceEntry` for a backend (istiod has no such backend kind); it stays for the contract's users.
+ */
 export interface BackendTarget {
   readonly group: '' | 'networking.istio.io';
-  readonly kind: 'Service' | 'ServiceEntry';
+  readonly kind: 'Service' | 'ServiceEntry' | 'Hostname' | 'Unsupported';
   readonly namespace: string;
   readonly name: string;
   readonly port: number | undefined;
+  /** Present exactly when kind is `Unsupported`: the group and kind the reference named. */
+  readonly unsupported?: { readonly group: string; readonly kind: string };
 }
 
 export interface BackendRef extends BackendTarget {
