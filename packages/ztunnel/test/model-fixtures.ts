@@ -4,20 +4,10 @@
  * istiod's usual defaults, overridable field by field, and a snapshot
  * builder over the real store.
  */
-import {
-  createStore,
-  parseCidr,
-  type Authorization,
-  type Cidr,
-  type GatewayAddress,
-  type Match,
-  type Service,
-  type Snapshot,
-  type Workload,
-} from '@ambient/control';
+import { parseCidr, type Authorization, type Cidr, type GatewayAddress, type Match } from '@ambient/control';
 
 // The model builders live in the control package's test library; these names are kept for the table tests.
-export { aMatch, aService, aServiceRef as serviceRef, aWorkload } from '@ambient/control/testing';
+export { aMatch, aService, aServiceRef as serviceRef, aWorkload, snapshotOf } from '@ambient/control/testing';
 
 export function gwAddress(address: string, port = 15008, network = ''): GatewayAddress {
   return { destination: { kind: 'address', network, address }, hboneMtlsPort: port };
@@ -45,24 +35,6 @@ export function aPolicy(
     rules: matches === undefined ? [] : [{ clauses: [{ matches }] }],
     ...rest,
   };
-}
-
-/** A real store snapshot holding exactly these resources. */
-export async function snapshotOf(
-  items: ReadonlyArray<Workload | Service>,
-  policies: readonly Authorization[] = [],
-): Promise<Snapshot> {
-  const store = createStore();
-  await store.applyAddresses({
-    upserts: items.map((item) =>
-      'uid' in item
-        ? { name: item.uid, resource: { kind: 'workload', workload: item } as const }
-        : { name: `${item.namespace}/${item.hostname}`, resource: { kind: 'service', service: item } as const },
-    ),
-    removals: [],
-  });
-  await store.applyPolicies({ upserts: policies.map((p) => ({ name: `${p.namespace}/${p.name}`, policy: p })), removals: [] });
-  return store.snapshot();
 }
 
 /** A deterministic `random()` returning the given values in turn (then repeating the last). */

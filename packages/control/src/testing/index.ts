@@ -25,4 +25,4 @@ export {
   type WorkloadSpec,
   type ZtunnelNodeSpec,
 } from './builders.js';
-export { aMatch, aPolicy, aService, aServiceRef, aWorkload, addresses, cidrVip, policies, vip } from './model-builders.js';
+export { aMatch, aPolicy, aService, aServiceRef, aWorkload, addresses, cidrVip, policies, snapshotOf, vip } from './model-builders.js';

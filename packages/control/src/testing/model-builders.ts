@@ -8,6 +8,8 @@ import type { NetworkAddress, NetworkCidr } from '../model/ip.js';
 import type { Service } from '../model/service.js';
 import type { Workload, WorkloadServiceRef } from '../model/workload.js';
 import type { AddressUpdate, PolicyUpdate } from '../store/types.js';
+import type { Snapshot } from '../store/snapshot.js';
+import { createStore } from '../store/store.js';
 
 export function aWorkload(over: Partial<Workload> & { readonly uid: string }): Workload {
   const namespace = over.namespace ?? 'default';
@@ -113,4 +115,22 @@ export function aMatch(over: Partial<Match> = {}): Match {
     notDestinationPorts: [],
     ...over,
   };
+}
+
+/** A real store snapshot holding exactly these resources (for planners' and bindings' table tests). */
+export async function snapshotOf(
+  items: ReadonlyArray<Workload | Service>,
+  policies: readonly Authorization[] = [],
+): Promise<Snapshot> {
+  const store = createStore();
+  await store.applyAddresses({
+    upserts: items.map((item) =>
+      'uid' in item
+        ? { name: item.uid, resource: { kind: 'workload', workload: item } as const }
+        : { name: `${item.namespace}/${item.hostname}`, resource: { kind: 'service', service: item } as const },
+    ),
+    removals: [],
+  });
+  await store.applyPolicies({ upserts: policies.map((p) => ({ name: `${p.namespace}/${p.name}`, policy: p })), removals: [] });
+  return store.snapshot();
 }
