@@ -3,6 +3,7 @@
  * peers (productpage-v1 as client, ratings-v1 as the chosen endpoint of
  * server.default.svc.cluster.local) and builders overridable field by field.
  */
+import type { Logger } from '@ambient/control';
 import { aService, aWorkload } from '@ambient/control/testing';
 import type { HttpRequestRecord, TcpConnectionRecord } from '../../src/telemetry/types.js';
 
@@ -81,4 +82,21 @@ export function tcpRecord(over: Partial<TcpConnectionRecord> = {}): TcpConnectio
     connectionTerminationDetails: undefined,
     ...over,
   };
+}
+
+export interface LogEntry {
+  readonly level: 'debug' | 'info' | 'warn' | 'error';
+  readonly bindings: Readonly<Record<string, unknown>>;
+  readonly obj: object;
+  readonly msg: string | undefined;
+}
+
+/** A Logger that keeps what was logged (with the child bindings) for assertions. */
+export function recordingLogger(): { logger: Logger; entries: LogEntry[] } {
+  const entries: LogEntry[] = [];
+  const make = (bindings: Record<string, unknown>): Logger => {
+    const at = (level: LogEntry['level']) => (obj: object, msg?: string) => entries.push({ level, bindings, obj, msg });
+    return { child: (b) => make({ ...bindings, ...b }), debug: at('debug'), info: at('info'), warn: at('warn'), error: at('error') };
+  };
+  return { logger: make({}), entries };
 }
