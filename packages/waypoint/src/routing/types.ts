@@ -37,6 +37,13 @@ export interface WeightedBackend {
   readonly weight: number;
   /** Backend-level filters (RequestHeaderModifier, ResponseHeaderModifier), applied after the rule's. */
   readonly filters: readonly HttpFilter[];
+  /**
+   * Set when the backendRef cannot be served (unknown Service, unsupported kind, a port the service
+   * does not have). Istio keeps such a backend's share of the weight, pointing at a cluster that does
+   * not exist, so requests picked for it get Envoy's cluster-not-found answer: 500, response flag NC.
+   * A TCP connection picked for it is closed.
+   */
+  readonly invalid?: { readonly reason: string; readonly message: string };
 }
 
 export type RouteAction =
@@ -81,7 +88,10 @@ export interface PortRoutes {
   /** True when at least one HTTPRoute/GRPCRoute is attached: no match is then 404, never the default route. */
   readonly attached: boolean;
   readonly routes: readonly CompiledRoute[];
-  /** TCPRoute backends for opaque TCP (undefined: the service's own endpoints). */
+  /**
+   * TCPRoute backends for opaque TCP (undefined: the service's own endpoints; [] : the TCPRoute's
+   * weights are all 0, so connections are refused, as Istio's zero-weight blackhole does).
+   */
   readonly tcpBackends: readonly WeightedBackend[] | undefined;
 }
 
