@@ -62,6 +62,58 @@ describe('MetricsRegistry exposition', () => {
     expect(text).toContain('h_count{a="unknown",g=""} 1');
   });
 
+  it('writes histograms as prom-client did: series in first-use order, cumulative buckets, le last, then _sum and _count', async () => {
+    const r = new MetricsRegistry();
+    const h = r.histogramVec({ name: 'h', help: 'H.', labelNames: ['a'], buckets: [1, 5] });
+    h.observe({ a: 'x' }, 2);
+    h.observe({ a: 'y' }, 0.5);
+    h.observe({ a: 'x' }, 7);
+    h.observe({ a: 'x' }, 5);
+    expect(await r.encode('prometheus')).toBe(
+      [
+        '# HELP h H.',
+        '# TYPE h histogram',
+        'h_bucket{a="x",le="1"} 0',
+        'h_bucket{a="x",le="5"} 2',
+        'h_bucket{a="x",le="+Inf"} 3',
+        'h_sum{a="x"} 14',
+        'h_count{a="x"} 3',
+        'h_bucket{a="y",le="1"} 1',
+        'h_bucket{a="y",le="5"} 1',
+        'h_bucket{a="y",le="+Inf"} 1',
+        'h_sum{a="y"} 0.5',
+        'h_count{a="y"} 1',
+        '',
+      ].join('\n'),
+    );
+  });
+
+  it('bound series add to the same series as unbound calls, counters folded at collection', async () => {
+    const r = new MetricsRegistry();
+    const c = r.counterVec({ name: 'c', help: 'C.', labelNames: ['b', 'a'] });
+    const h = r.histogramVec({ name: 'h', help: 'H.', labelNames: ['a'], buckets: [10] });
+    const bc = c.bind({ a: '1', b: '' });
+    const bh = h.bind({ a: '1' });
+    expect(await r.encode('prometheus')).toBe('');
+    bc.inc();
+    bc.inc(2);
+    c.inc({ b: 'unknown', a: '1' }, 4);
+    bh.observe(3);
+    h.observe({ a: '1' }, 30);
+    let text = await r.encode('prometheus');
+    expect(text).toContain('c_total{b="unknown",a="1"} 7');
+    expect(text).toContain('h_bucket{a="1",le="10"} 1');
+    expect(text).toContain('h_count{a="1"} 2');
+    // Increments after a collection show in the next one; nothing is counted twice.
+    bc.inc(0.5);
+    text = await r.encode('prometheus');
+    expect(text).toContain('c_total{b="unknown",a="1"} 7.5');
+    text = await r.encode('prometheus');
+    expect(text).toContain('c_total{b="unknown",a="1"} 7.5');
+    expect(() => bc.inc(-1)).toThrow('counter c: increments must be non-negative numbers, got -1');
+    expect(() => bh.observe(Number.NaN)).toThrow('histogram observation must be a number');
+  });
+
   it('escapes label values and HELP text', async () => {
     const r = new MetricsRegistry();
     r.gaugeVec({ name: 'g', help: 'back\\slash\nnewline', labelNames: ['v'] }).set({ v: 'a"b\\c\nd' }, 1);

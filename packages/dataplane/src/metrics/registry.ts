@@ -1,5 +1,5 @@
 /**
- * The metrics registry and its exposition. Metric objects are prom-client's
+ * The metrics registry and its exposition. Counters and gauges are prom-client's
  * (never registered globally); the text is written here so that it matches
  * ztunnel's `prometheus-client` output where dashboards and tests can tell:
  * families with no samples are omitted, label order is the order labels are
@@ -7,11 +7,16 @@
  * lines, `_total`-less family names and `# EOF`. Sub-registries add a prefix
  * (`istio_`, `workload_manager_`) like ztunnel's `sub_registry_with_prefix`.
  *
+ * Histograms are kept here (not in prom-client) and written in prom-client's
+ * layout; `bind(labels)` resolves one series of a counter or histogram family
+ * once, so a hot path pays an addition per update instead of hashing its label
+ * set (bound counter increments are folded in at collection).
+ *
  * Content negotiation (metrics server): Prometheus text 0.0.4 by default,
  * OpenMetrics 1.0.0 when the scraper's Accept asks for
  * `application/openmetrics-text`.
  */
-import { Counter as PromCounter, Gauge as PromGauge, Histogram as PromHistogram } from 'prom-client';
+import { Counter as PromCounter, Gauge as PromGauge } from 'prom-client';
 
 export type MetricType = 'counter' | 'gauge' | 'histogram';
 export type MetricUnit = 'bytes' | 'seconds';
@@ -77,6 +82,12 @@ export interface Counter {
 /** A counter family; a series appears on first use. */
 export interface CounterVec<L extends string> {
   inc(labels: Labels<L>, value?: number): void;
+  /**
+   * One series of the family, resolved once: its increments are plain
+   * additions, folded into the family at the next collection (for hot paths
+   * that would otherwise hash the label set on every increment).
+   */
+  bind(labels: Labels<L>): Counter;
 }
 
 export interface Gauge {
@@ -93,6 +104,12 @@ export interface GaugeVec<L extends string> {
 
 export interface HistogramVec<L extends string> {
   observe(labels: Labels<L>, value: number): void;
+  /** One series of the family, resolved once (observations are a bucket search and three additions). */
+  bind(labels: Labels<L>): Histogram;
+}
+
+export interface Histogram {
+  observe(value: number): void;
 }
 
 const UNKNOWN = 'unknown';
@@ -144,6 +161,73 @@ async function promSamples(metric: { get(): Promise<object> }, base: string): Pr
   });
 }
 
+/** One histogram series: per-bucket (not cumulative) counts, the +Inf bucket last. */
+class HistogramSeries implements Histogram {
+  readonly counts: Float64Array;
+  sum = 0;
+  count = 0;
+
+  constructor(
+    private readonly bounds: readonly number[],
+    readonly labels: Readonly<Record<string, string>>,
+  ) {
+    this.counts = new Float64Array(bounds.length + 1);
+  }
+
+  observe(value: number): void {
+    if (typeof value !== 'number' || Number.isNaN(value)) throw new Error(`histogram observation must be a number, got ${String(value)}`);
+    const b = this.bounds;
+    let i = 0;
+    while (i < b.length && value > (b[i] as number)) i++;
+    this.counts[i] = (this.counts[i] as number) + 1;
+    this.sum += value;
+    this.count++;
+  }
+}
+
+/**
+ * A histogram family written the way prom-client writes one (series in first-use
+ * order; per series the cumulative `_bucket`s with `le` last, `+Inf`, then
+ * `_sum` and `_count`), but kept here so a bound series costs no hashing.
+ */
+class HistogramFamily {
+  readonly #bounds: readonly number[];
+  readonly #series = new Map<string, HistogramSeries>();
+
+  constructor(buckets: readonly number[]) {
+    const bounds = [...buckets].sort((a, b) => a - b);
+    if (bounds.some((b) => !Number.isFinite(b))) throw new Error('histogram buckets must be finite numbers (+Inf is implied)');
+    this.#bounds = bounds;
+  }
+
+  series(labels: Record<string, string>): HistogramSeries {
+    let key = '';
+    for (const k in labels) key += `${k}\u0001${labels[k]}\u0000`;
+    let s = this.#series.get(key);
+    if (s === undefined) {
+      s = new HistogramSeries(this.#bounds, labels);
+      this.#series.set(key, s);
+    }
+    return s;
+  }
+
+  samples(): Sample[] {
+    const out: Sample[] = [];
+    for (const s of this.#series.values()) {
+      // A bound series appears with its first observation, like an unbound one.
+      if (s.count === 0) continue;
+      let cumulative = 0;
+      for (let i = 0; i <= this.#bounds.length; i++) {
+        cumulative += s.counts[i] as number;
+        out.push({ suffix: '_bucket', labels: { ...s.labels, le: i < this.#bounds.length ? (this.#bounds[i] as number) : '+Inf' }, value: cumulative });
+      }
+      out.push({ suffix: '_sum', labels: s.labels, value: s.sum });
+      out.push({ suffix: '_count', labels: s.labels, value: s.count });
+    }
+    return out;
+  }
+}
+
 /**
  * Holds metric families (shared with its sub-registries) and writes them out.
  *
@@ -183,8 +267,38 @@ export class MetricsRegistry {
   counterVec<L extends string>(o: VecOptions<L>): CounterVec<L> {
     const name = this.#register(o, 'counter');
     const c = new PromCounter<string>({ name: `${name}_total`, help: o.help, labelNames: [...o.labelNames], registers: [] });
-    this.#add({ name, type: 'counter', help: o.help, unit: o.unit, collect: () => promSamples(c, `${name}_total`) });
-    return { inc: (labels, v = 1) => c.inc(ordered(o.labelNames, defaulted(labels, o.keepEmpty)), v) };
+    // Bound series with increments not yet folded into `c`; each is in here at most once.
+    const pending = new Set<() => void>();
+    const collect = () => {
+      for (const fold of pending) fold();
+      pending.clear();
+      return promSamples(c, `${name}_total`);
+    };
+    this.#add({ name, type: 'counter', help: o.help, unit: o.unit, collect });
+    const key = (labels: Labels<L>) => ordered(o.labelNames, defaulted(labels, o.keepEmpty));
+    return {
+      inc: (labels, v = 1) => c.inc(key(labels), v),
+      bind: (labels) => {
+        const resolved = key(labels);
+        let value = 0;
+        let queued = false;
+        const fold = () => {
+          c.inc(resolved, value);
+          value = 0;
+          queued = false;
+        };
+        return {
+          inc: (v = 1) => {
+            if (!(v >= 0)) throw new Error(`counter ${name}: increments must be non-negative numbers, got ${v}`);
+            value += v;
+            if (!queued) {
+              queued = true;
+              pending.add(fold);
+            }
+          },
+        };
+      },
+    };
   }
 
   gauge(o: FamilyOptions & { readonly collect?: () => number | undefined }): Gauge {
@@ -226,9 +340,13 @@ export class MetricsRegistry {
 
   histogramVec<L extends string>(o: HistogramOptions<L>): HistogramVec<L> {
     const name = this.#register(o, 'histogram');
-    const h = new PromHistogram<string>({ name, help: o.help, labelNames: [...o.labelNames], buckets: [...o.buckets], registers: [] });
-    this.#add({ name, type: 'histogram', help: o.help, unit: o.unit, collect: () => promSamples(h, name) });
-    return { observe: (labels, v) => h.observe(ordered(o.labelNames, defaulted(labels, o.keepEmpty)), v) };
+    const h = new HistogramFamily(o.buckets);
+    this.#add({ name, type: 'histogram', help: o.help, unit: o.unit, collect: () => h.samples() });
+    const key = (labels: Labels<L>) => ordered(o.labelNames, defaulted(labels, o.keepEmpty));
+    return {
+      observe: (labels, v) => h.series(key(labels)).observe(v),
+      bind: (labels) => h.series(key(labels)),
+    };
   }
 
   /**
