@@ -20,12 +20,12 @@
 import type { Clock, Identity, Logger, RandomBytes, Service, Workload } from '@ambient/control';
 import type { MetricsRegistry } from '@ambient/dataplane';
 import { AccessLog, type AccessLogEncoding, type AccessLogWriter } from './access-log.js';
-import { grpcStatusText, httpLabels, peerLabels, responseFlagsText, tcpLabels, type HttpLabels, type PeerLabels, type TcpLabels } from './labels.js';
-import { WaypointMetrics } from './metrics.js';
+import { grpcStatusText, httpLabels, peerLabels, responseFlagsText, tcpLabels, type PeerLabels } from './labels.js';
+import { WaypointMetrics, type HttpSeries, type TcpSeries } from './metrics.js';
 import { buildSpan, decideSampling, parseTraceContext, ZipkinExporter, type SpanOptions, type SpanTransport, type ZipkinExporterOptions } from './tracing.js';
 import type { EnvoyResponseFlag, HttpRequestRecord, PeerInfo, RequestTelemetry } from './types.js';
 
-export interface WaypointTracingSettings {
+interface WaypointTracingSettings {
   /** Where reports go (httpSpanTransport for ProxyConfig.tracing.zipkin.address). */
   readonly transport: SpanTransport;
   /** Percentage of requests without a sampling decision that are traced (Istio default 1). */
@@ -57,40 +57,41 @@ export interface WaypointTelemetry extends RequestTelemetry {
 const MAX_PEER_ENTRIES = 4096;
 const MAX_OUTCOMES_PER_PEER = 64;
 
-/** The label sets of one (downstream, endpoint, service) and the outcomes seen with it. */
+/** The series of one (downstream, endpoint, service), per outcome seen with it. */
 class PeerEntry {
-  readonly http = new Map<string, HttpLabels>();
-  readonly tcp = new Map<string, TcpLabels>();
+  readonly #http = new Map<string, HttpSeries>();
+  readonly #tcp = new Map<string, TcpSeries>();
   constructor(
     readonly peer: PeerLabels,
     private readonly source: PeerInfo,
+    private readonly metrics: WaypointMetrics,
   ) {}
 
-  httpLabels(r: HttpRequestRecord): HttpLabels {
-    const flags = responseFlagsText(r.flags);
-    const key = `${r.requestProtocol}|${r.responseCode}|${grpcStatusText(r)}|${flags}`;
-    let labels = this.http.get(key);
-    if (labels === undefined) {
-      if (this.http.size >= MAX_OUTCOMES_PER_PEER) this.http.clear();
-      labels = httpLabels(this.peer, r);
-      this.http.set(key, labels);
+  http(r: HttpRequestRecord): HttpSeries {
+    const key = `${r.requestProtocol}|${r.responseCode}|${grpcStatusText(r)}|${responseFlagsText(r.flags)}`;
+    let series = this.#http.get(key);
+    if (series === undefined) {
+      if (this.#http.size >= MAX_OUTCOMES_PER_PEER) this.#http.clear();
+      series = this.metrics.httpSeries(httpLabels(this.peer, r));
+      this.#http.set(key, series);
     }
-    return labels;
+    return series;
   }
 
-  tcpLabels(flags: readonly EnvoyResponseFlag[]): TcpLabels {
+  tcp(flags: readonly EnvoyResponseFlag[]): TcpSeries {
     const key = responseFlagsText(flags);
-    let labels = this.tcp.get(key);
-    if (labels === undefined) {
-      if (this.tcp.size >= MAX_OUTCOMES_PER_PEER) this.tcp.clear();
-      labels = tcpLabels(this.peer, this.source, flags);
-      this.tcp.set(key, labels);
+    let series = this.#tcp.get(key);
+    if (series === undefined) {
+      if (this.#tcp.size >= MAX_OUTCOMES_PER_PEER) this.#tcp.clear();
+      series = this.metrics.tcpSeries(tcpLabels(this.peer, this.source, flags));
+      this.#tcp.set(key, series);
     }
-    return labels;
+    return series;
   }
 }
 
 class LabelCache {
+  constructor(private readonly metrics: WaypointMetrics) {}
   readonly #ids = new WeakMap<Workload | Service, number>();
   #nextId = 1;
   readonly #entries = new Map<string, PeerEntry>();
@@ -110,7 +111,7 @@ class LabelCache {
     let e = this.#entries.get(key);
     if (e === undefined) {
       if (this.#entries.size >= MAX_PEER_ENTRIES) this.#entries.clear();
-      e = new PeerEntry(peerLabels(source, destination, service), source);
+      e = new PeerEntry(peerLabels(source, destination, service), source, this.metrics);
       this.#entries.set(key, e);
     }
     return e;
@@ -122,7 +123,7 @@ const identityKey = (id: Identity | undefined): string => (id === undefined ? '-
 export function createWaypointTelemetry(deps: WaypointTelemetryDeps): WaypointTelemetry {
   const log = deps.log.child({ scope: 'telemetry' });
   const metrics = new WaypointMetrics(deps.registry.sub('istio'), deps.istioVersion);
-  const cache = new LabelCache();
+  const cache = new LabelCache(metrics);
   const accessLog = deps.accessLog === undefined ? undefined : new AccessLog(deps.accessLog.encoding, deps.accessLog.writer);
   const tracing = deps.tracing;
   const exporter =
@@ -143,12 +144,12 @@ export function createWaypointTelemetry(deps: WaypointTelemetryDeps): WaypointTe
 
   return {
     tcpOpened(source, destination, service) {
-      guard('metrics', () => metrics.tcpOpened(cache.entry(source, destination, service).tcpLabels([])));
+      guard('metrics', () => cache.entry(source, destination, service).tcp([]).open());
     },
 
     httpFinished(r) {
       const entry = cache.entry(r.source, r.destination, r.destinationService);
-      guard('metrics', () => metrics.request(entry.httpLabels(r), r, r.requestProtocol === 'grpc'));
+      guard('metrics', () => entry.http(r).record(r, r.requestProtocol === 'grpc'));
       if (accessLog !== undefined) guard('access log', () => accessLog.http(r));
       if (exporter !== undefined && tracing !== undefined) {
         guard('tracing', () => {
@@ -159,7 +160,7 @@ export function createWaypointTelemetry(deps: WaypointTelemetryDeps): WaypointTe
     },
 
     tcpFinished(r) {
-      guard('metrics', () => metrics.tcpClosed(cache.entry(r.source, r.destination, r.destinationService).tcpLabels(r.flags), r.bytesReceived, r.bytesSent));
+      guard('metrics', () => cache.entry(r.source, r.destination, r.destinationService).tcp(r.flags).close(r.bytesReceived, r.bytesSent));
       if (accessLog !== undefined) guard('access log', () => accessLog.tcp(r));
     },
 

@@ -110,7 +110,7 @@ export function peerLabels(source: PeerInfo, destination: PeerInfo, service: Ser
 }
 
 /** `mutual_tls` when the downstream presented a SAN (ours always exists), else `none`. */
-export function securityPolicy(source: PeerInfo): 'mutual_tls' | 'none' {
+function securityPolicy(source: PeerInfo): 'mutual_tls' | 'none' {
   return source.identity === undefined ? 'none' : 'mutual_tls';
 }
 

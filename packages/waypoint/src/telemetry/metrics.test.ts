@@ -162,6 +162,24 @@ describe('waypoint metrics exposition', () => {
     );
   });
 
+  it('stays exact past the cache bounds (many peers, many outcomes per peer)', async () => {
+    const { telemetry, scrape } = setup();
+    const peers = Array.from({ length: 4100 }, (_, i) => aWorkload({ uid: `Kubernetes//Pod/default/c-${i}`, workloadName: `c-${i}` }));
+    for (const w of peers) telemetry.httpFinished(httpRecord({ source: { identity: undefined, workload: w } }));
+    telemetry.httpFinished(httpRecord({ source: { identity: undefined, workload: peers[0] } }));
+    for (let code = 200; code < 300; code++) telemetry.httpFinished(httpRecord({ responseCode: code }));
+    telemetry.httpFinished(httpRecord({ responseCode: 200 }));
+    const { series } = await scrape();
+    const bySource = sumBy(series, ['source_workload'], 'istio_requests_total');
+    expect(bySource.size).toBe(4101);
+    expect(bySource.get('c-0')).toBe(2);
+    expect(bySource.get('c-4099')).toBe(1);
+    const byCode = sumBy(series, ['response_code'], 'istio_requests_total{source_workload="productpage-v1"}');
+    expect(byCode.size).toBe(100);
+    expect(byCode.get('200')).toBe(2);
+    expect(byCode.get('299')).toBe(1);
+  });
+
   it('never emits the labels Prometheus attaches at scrape time (pod, namespace, app, node, instance, job)', async () => {
     const { telemetry, scrape } = setup();
     telemetry.httpFinished(httpRecord());

@@ -18,9 +18,11 @@
  *
  * Invariant: callers pass label objects built by labels.ts (complete, in
  * order); this module adds no labels and never emits pod/namespace/app/...
- * (Prometheus attaches those at scrape time).
+ * (Prometheus attaches those at scrape time). Recording goes through series
+ * bound once per label set (the registry's `bind`), so a request costs
+ * additions, not label hashing.
  */
-import type { CounterVec, HistogramVec, MetricsRegistry } from '@ambient/dataplane';
+import type { Counter, CounterVec, Histogram, HistogramVec, MetricsRegistry } from '@ambient/dataplane';
 import { HTTP_LABEL_NAMES, TCP_LABEL_NAMES, type HttpLabelName, type HttpLabels, type TcpLabelName, type TcpLabels } from './labels.js';
 
 /** Envoy's `HistogramSettingsImpl::defaultBuckets` (ms for durations, bytes for sizes). */
@@ -82,28 +84,67 @@ export class WaypointMetrics {
     });
   }
 
-  /** One finished HTTP request under `labels`; the message counters only for gRPC. */
-  request(labels: HttpLabels, o: RequestObservation, grpc: boolean): void {
-    this.#requests.inc(labels);
-    this.#duration.observe(labels, wholeMs(o.durationMs));
-    this.#requestBytes.observe(labels, nonNegative(o.requestBytes));
-    this.#responseBytes.observe(labels, nonNegative(o.responseBytes));
+  /** The bound series of one HTTP label set (cache it: recording through it costs no hashing). */
+  httpSeries(labels: HttpLabels): HttpSeries {
+    return new HttpSeries(
+      this.#requests.bind(labels),
+      this.#duration.bind(labels),
+      this.#requestBytes.bind(labels),
+      this.#responseBytes.bind(labels),
+      this.#requestMessages.bind(labels),
+      this.#responseMessages.bind(labels),
+    );
+  }
+
+  /** The bound series of one TCP label set. */
+  tcpSeries(labels: TcpLabels): TcpSeries {
+    return new TcpSeries(this.#tcpOpened.bind(labels), this.#tcpClosed.bind(labels), this.#tcpReceived.bind(labels), this.#tcpSent.bind(labels));
+  }
+}
+
+/** The families' series for one HTTP label set. */
+export class HttpSeries {
+  constructor(
+    private readonly requests: Counter,
+    private readonly duration: Histogram,
+    private readonly requestBytes: Histogram,
+    private readonly responseBytes: Histogram,
+    private readonly requestMessages: Counter,
+    private readonly responseMessages: Counter,
+  ) {}
+
+  /** One finished request; the message counters only for gRPC. */
+  record(o: RequestObservation, grpc: boolean): void {
+    this.requests.inc();
+    this.duration.observe(wholeMs(o.durationMs));
+    this.requestBytes.observe(nonNegative(o.requestBytes));
+    this.responseBytes.observe(nonNegative(o.responseBytes));
     if (grpc) {
-      this.#requestMessages.inc(labels, nonNegative(o.requestMessages));
-      this.#responseMessages.inc(labels, nonNegative(o.responseMessages));
+      this.requestMessages.inc(nonNegative(o.requestMessages));
+      this.responseMessages.inc(nonNegative(o.responseMessages));
     }
   }
+}
 
-  /** A TCP connection established (labels with response_flags "-"). */
-  tcpOpened(labels: TcpLabels): void {
-    this.#tcpOpened.inc(labels);
+/** The families' series for one TCP label set. */
+export class TcpSeries {
+  constructor(
+    private readonly opened: Counter,
+    private readonly closed: Counter,
+    private readonly received: Counter,
+    private readonly sent: Counter,
+  ) {}
+
+  /** A connection established (labels with response_flags "-"). */
+  open(): void {
+    this.opened.inc();
   }
 
-  /** A TCP connection closed under its final labels, with its byte counts. */
-  tcpClosed(labels: TcpLabels, receivedBytes: number, sentBytes: number): void {
-    this.#tcpClosed.inc(labels);
-    this.#tcpReceived.inc(labels, nonNegative(receivedBytes));
-    this.#tcpSent.inc(labels, nonNegative(sentBytes));
+  /** A connection closed under its final labels, with its byte counts. */
+  close(receivedBytes: number, sentBytes: number): void {
+    this.closed.inc();
+    this.received.inc(nonNegative(receivedBytes));
+    this.sent.inc(nonNegative(sentBytes));
   }
 }
 
