@@ -28,6 +28,9 @@
  *   `Hostname=`.
  * - Requests that arrive before every listener is up get 503.
  *
+ * Repeated gRPC metadata stays one value per header field (see
+ * keepRepeatedMetadata), as grpc-go's metadata has it.
+ *
  * Differences from the Go server, none read by the checker: the TLS (8443)
  * and TCP (9090) listeners, gRPC health/reflection/ForwardEcho and the h2c
  * `Upgrade:` dance are not served (an upgrade other than WebSocket gets 400);
@@ -163,6 +166,7 @@ export async function startEchoServer(o: EchoServerOptions): Promise<EchoServer>
       servicePort = await new Promise<number>((resolve, reject) =>
         server.bindAsync(`${o.ip}:${port}`, grpc.ServerCredentials.createInsecure(), (err, p) => (err ? reject(err) : resolve(p))),
       );
+      keepRepeatedMetadata(server);
       grpcPorts.push(servicePort);
     }
   } catch (err) {
@@ -576,6 +580,31 @@ function grpcEchoBody(call: grpc.ServerUnaryCall<EchoMessage, EchoMessage>, f: P
   if (f.istioVersion !== '') lines.push(`IstioVersion=${f.istioVersion}`);
   lines.push('Proto=GRPC', `Echo=${call.request.message}`, `Hostname=${f.hostname}`);
   return lines.map((l) => `${l}\n`).join('');
+}
+
+/**
+ * node:http2 hands grpc-js a header object in which a repeated custom header
+ * is one value joined with ", " (grpc-go keeps each field as its own metadata
+ * value, and the header-modifier checks join them with "," and no space). So
+ * before grpc-js reads a stream's headers, repeated names get their values
+ * back as a list, one per field, from the stream's raw header list. grpc-js
+ * keeps its http2 servers in a private map; if that ever changes this fails
+ * loudly instead of silently merging values.
+ */
+function keepRepeatedMetadata(server: grpc.Server): void {
+  const servers = (server as unknown as { http2Servers?: Map<http2.Http2Server, unknown> }).http2Servers;
+  if (!(servers instanceof Map) || servers.size === 0) throw new Error('@grpc/grpc-js no longer exposes its http2 servers; repeated metadata would be merged');
+  for (const h2 of servers.keys()) {
+    h2.prependListener('stream', (_stream: http2.ServerHttp2Stream, headers: http2.IncomingHttpHeaders, _flags: number, rawHeaders: string[]) => {
+      const byName = new Map<string, string[]>();
+      for (let i = 0; i + 1 < rawHeaders.length; i += 2) {
+        const name = (rawHeaders[i] as string).toLowerCase();
+        if (name.startsWith(':')) continue;
+        byName.set(name, [...(byName.get(name) ?? []), rawHeaders[i + 1] as string]);
+      }
+      for (const [name, values] of byName) if (values.length > 1) (headers as Record<string, string | string[]>)[name] = values;
+    });
+  }
 }
 
 /** grpc-js peers read `ipv4:1.2.3.4:5`, `1.2.3.4:5` or `[::1]:5`; Go prints the bare IP. */
