@@ -62,7 +62,7 @@ const PARENT_KINDS: ReadonlyMap<string, Pick<ParentRef, 'group' | 'kind'>> = new
   ['networking.istio.io/ServiceEntry', { group: 'networking.istio.io', kind: 'ServiceEntry' }],
 ]);
 
-export function parseParentRefs(v: unknown, path: string, ctx: Ctx): ParentRef[] {
+function parseParentRefs(v: unknown, path: string, ctx: Ctx): ParentRef[] {
   const out: ParentRef[] = [];
   const raw = list(v).map((x) => rec(x) ?? {});
   // CEL (experimental channel, shared_types.go): several references to one parent need distinct sectionName/port.

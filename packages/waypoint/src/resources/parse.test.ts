@@ -1,6 +1,7 @@
 import fc from 'fast-check';
 import { describe, expect, it } from 'vitest';
 import { parseResource, type ParseResult } from './parse.js';
+import { MAX_SCHEMA_PROBLEMS } from './parse-schema.js';
 import type { GrpcRouteResource, HttpRouteResource, ServiceResource, TcpRouteResource } from './types.js';
 
 const meta = { name: 'r', namespace: 'demo', creationTimestamp: '2024-05-01T10:00:00Z', generation: 3, resourceVersion: '17' };
@@ -214,6 +215,11 @@ describe('parseResource: schema problems name the field and what was expected', 
     rejectsWith({ rules: 'all' }, 'spec.rules', 'must be an array, got the string "all"');
     rejectsWith({ rules: [{ timeouts: { request: '10 seconds' } }] }, 'spec.rules[0].timeouts.request', /must match .*got "10 seconds"/);
     rejectsWith({ rules: [{ matches: [{ headers: [{ name: 'a b', value: 'x' }] }] }] }, 'spec.rules[0].matches[0].headers[0].name', 'must match');
+  });
+  it('a huge bad object yields a bounded list of problems', () => {
+    const lines = rejected(parseResource(httpRoute({ hostnames: Array.from({ length: 5000 }, () => 'NOT A HOST') })));
+    expect(lines.length).toBe(MAX_SCHEMA_PROBLEMS + 1);
+    expect(lines.at(-1)).toMatch(/more schema problems left out/);
   });
   it('list sizes', () => {
     rejectsWith({ rules: Array.from({ length: 17 }, () => ({})) }, 'spec.rules', 'must have at most 16 items, got 17');

@@ -421,12 +421,14 @@ class Reflector {
     const o = this.source.options;
     const watch = new ReflectorWatch(o.kubeConfig, o.watchTimeoutSeconds ?? 300, () => this.#onWatching());
     const lw = new ListWatch<KubernetesObject>(this.#path, watch, () => this.#list(), false);
-    lw.on('add', (obj) => this.source.upsert(this.kind, obj));
-    lw.on('update', (obj) => this.source.upsert(this.kind, obj));
-    lw.on('delete', (obj) => this.source.remove(this.kind, obj));
-    lw.on('error', (err) => this.#onError(err));
+    // Callbacks of a ListWatch that was replaced (resync) or stopped are ignored: its aborted stream reports an error too.
+    const current = () => this.#lw === lw;
+    lw.on('add', (obj) => current() && this.source.upsert(this.kind, obj));
+    lw.on('update', (obj) => current() && this.source.upsert(this.kind, obj));
+    lw.on('delete', (obj) => current() && this.source.remove(this.kind, obj));
+    lw.on('error', (err) => current() && this.#onError(err));
     this.#lw = lw;
-    void lw.start().catch((err: unknown) => this.#onError(err));
+    void lw.start().catch((err: unknown) => current() && this.#onError(err));
     const resync = o.resyncMs ?? 0;
     if (resync > 0) {
       this.#resyncTimer = o.clock.setTimer(resync, () => {
@@ -504,7 +506,7 @@ class Reflector {
       this.#timer = undefined;
       const lw = this.#lw;
       if (lw === undefined || this.source.closed) return;
-      void lw.start().catch((e: unknown) => this.#onError(e));
+      void lw.start().catch((e: unknown) => this.#lw === lw && this.#onError(e));
     });
   }
 }

@@ -44,7 +44,7 @@ export function buildResources(contributions: Iterable<Contribution>): ConfigRes
   return Object.freeze({ routes: Object.freeze(routes), services: Object.freeze(services), problems: Object.freeze(problems) });
 }
 
-export function compareIds(a: ResourceId, b: ResourceId): number {
+function compareIds(a: ResourceId, b: ResourceId): number {
   return a.kind.localeCompare(b.kind) || a.namespace.localeCompare(b.namespace) || a.name.localeCompare(b.name);
 }
 

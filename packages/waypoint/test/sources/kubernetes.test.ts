@@ -8,8 +8,11 @@
  */
 import { systemClock } from '@ambient/control';
 import { KubeConfig } from '@kubernetes/client-node';
+import { mkdtemp, rm, writeFile } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 import { afterEach, describe, expect, it, vi } from 'vitest';
-import { ISTIO_CONTROLLER_NAME, mergeRouteParents, startKubernetesSource, type KubernetesSource, type KubernetesSourceOptions } from '../../src/sources/kubernetes.js';
+import { ISTIO_CONTROLLER_NAME, loadKubeConfig, mergeRouteParents, startKubernetesSource, type KubernetesSource, type KubernetesSourceOptions } from '../../src/sources/kubernetes.js';
 import type { SourceLogger } from '../../src/sources/snapshot.js';
 import type { RouteParentStatus } from '../../src/sources/source.js';
 import type { ConfigResources, HttpRouteResource } from '../../src/resources/types.js';
@@ -205,6 +208,22 @@ describe('KubernetesSource: list and watch', () => {
     expect(lists(f, 'httproutes')).toBe(1);
   });
 
+  it('resync relists periodically without reparsing unchanged objects or duplicating watches', async () => {
+    const f = await setup();
+    f.apply(httpRoute('a'));
+    f.apply(httpRoute('bad', 'x'));
+    const s = start(f, { resyncMs: 60 });
+    await s.synced;
+    await vi.waitFor(() => {
+      if (lists(f, 'httproutes') < 3) throw new Error('not resynced yet');
+    }, WAIT);
+    expect(routeNames(s.current())).toEqual(['HTTPRoute demo/a']);
+    expect(logger.lines.filter((l) => l.msg === 'invalid resource left out')).toHaveLength(1);
+    // One open watch per kind, not one per resync.
+    await systemClock.sleep(20);
+    expect(f.openWatches).toBeLessThanOrEqual(4);
+  });
+
   it('a kind whose CRD is not installed counts as empty and synced, and is picked up when it appears', async () => {
     const f = await setup({ types: GATEWAY_API_TYPES.filter((t) => t.plural !== 'tcproutes') });
     f.apply(httpRoute('a'));
@@ -371,5 +390,25 @@ describe('mergeRouteParents', () => {
       lastTransitionTime: '2025-01-01T00:00:00Z',
       observedGeneration: 4,
     });
+  });
+});
+
+describe('loadKubeConfig', () => {
+  it('takes the kubeconfig named by KUBECONFIG, as client-node does', async () => {
+    const dir = await mkdtemp(join(tmpdir(), 'waypoint-kubeconfig-'));
+    try {
+      const file = join(dir, 'config');
+      await writeFile(
+        file,
+        ['apiVersion: v1', 'kind: Config', 'clusters:', '- name: c', '  cluster:', '    server: https://10.0.0.1:6443', 'users:', '- name: u', '  user:', '    token: t', 'contexts:', '- name: x', '  context:', '    cluster: c', '    user: u', 'current-context: x', ''].join('\n'),
+      );
+      vi.stubEnv('KUBECONFIG', file);
+      const kc = loadKubeConfig();
+      expect(kc.getCurrentCluster()?.server).toBe('https://10.0.0.1:6443');
+      expect(kc.getCurrentUser()?.token).toBe('t');
+    } finally {
+      vi.unstubAllEnvs();
+      await rm(dir, { recursive: true, force: true });
+    }
   });
 });
