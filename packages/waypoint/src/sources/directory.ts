@@ -9,10 +9,11 @@
  * after every scan, re-made when a directory's inode changes) plus one on the
  * parent, so files added, changed, removed or renamed, atomic rename-into-place
  * and the whole directory being replaced are all seen. Events are debounced
- * through the injected Clock; a burst becomes one rescan. Scans never overlap:
+ * through the injected Clock; a burst becomes one rescan (control's watchFile
+ * watches one file; a tree needs a watch per directory). Scans never overlap:
  * an event during a scan queues exactly one more.
  *
- * Cheap on change: a file whose (inode, size, mtime) is unchanged is not read
+ * Cheap on change: a file whose (inode, size, mtime, ctime) is unchanged is not read
  * again, and one whose content hash is unchanged is not parsed again. Only when
  * some file's contribution changed is a new snapshot built and published (one
  * assignment, then the listeners).
@@ -214,7 +215,7 @@ export class DirectorySource implements ConfigSource {
   }
 
   async #readFile(path: string, st: Stats, before: FileEntry | undefined): Promise<FileEntry | undefined> {
-    const statKey = `${st.ino}/${st.size}/${st.mtimeMs}`;
+    const statKey = `${st.dev}/${st.ino}/${st.size}/${st.mtimeMs}/${st.ctimeMs}`;
     if (before !== undefined && before.statKey === statKey) return before;
     const rel = relative(this.#o.dir, path);
     if (st.size > this.#o.maxFileBytes) {
