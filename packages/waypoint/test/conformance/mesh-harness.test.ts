@@ -14,7 +14,7 @@ import { parseAllDocuments } from 'yaml';
 import type { ParsedEchoResponse } from '../support/echo-client.js';
 import { awaitConvergence, backendOf, checkDistribution, compareResponse, tryOnce } from './checker.js';
 import { MESH_NAMESPACE, podName, resolverFor, startMesh, type Mesh, type MeshPod } from './mesh.js';
-import { loadBase, loadScenario, type ScenarioCase } from './scenarios.js';
+import { loadBase, loadIndex, loadScenario, type ScenarioCase } from './scenarios.js';
 import { parseClientArgs, resolveArgs } from './suite.js';
 
 const CONSUMER = 'gateway-conformance-mesh-consumer';
@@ -85,6 +85,28 @@ describe('the mesh from base-manifests.json', () => {
     expect(await readFile(path.join(mesh.configDir, 'MeshFrontend.yaml'), 'utf8')).toContain('name: mesh-split-v1');
     await mesh.remove('MeshFrontend');
     expect((await readdir(mesh.configDir)).sort()).toEqual(['00-base-services.yaml']);
+  });
+});
+
+describe('the transcribed cases', () => {
+  it('all parse as echo client invocations, with ${var.Address} resolved to the named pod', () => {
+    const index = loadIndex();
+    let cases = 0;
+    for (const name of index.upstreamRunOrder) {
+      const scenario = loadScenario(name);
+      for (const c of scenario.cases) {
+        const call = parseClientArgs(resolveArgs(mesh, scenario, c.request.echoClientArgs));
+        expect(call.url).not.toContain('${');
+        expect(call.url.startsWith(c.request.protocol === 'grpc' ? 'grpc://' : 'http://')).toBe(true);
+        cases++;
+      }
+      if (scenario.distribution) expect(parseClientArgs(scenario.distribution.echoClientArgs).count).toBe(scenario.distribution.requestsPerAttempt);
+    }
+    expect(cases).toBe(index.totalCases);
+    const frontend = loadScenario('MeshFrontend');
+    expect(parseClientArgs(resolveArgs(mesh, frontend, (frontend.cases[1] as ScenarioCase).request.echoClientArgs)).url).toBe(`http://${v2.ip}:8080`);
+    expect(parseClientArgs(['client', 'http://echo', '-H', 'Host:echo-v1', '--method=GET']).headers).toEqual([['Host', 'echo-v1']]);
+    expect(() => parseClientArgs(['client', 'http://echo', '--qps=10'])).toThrow(/not supported/);
   });
 });
 
