@@ -18,7 +18,8 @@
  *   after the response started there is no reply (the stream is reset) and
  *   the details say `upstream_reset_after_response_started{…}`;
  * - codec errors: the status's reason phrase as the body ("Bad Request",
- *   "Request Header Fields Too Large", "Upgrade Required"), flag DPE;
+ *   "Request Header Fields Too Large", "Upgrade Required", "Not Implemented"
+ *   for a transfer coding other than chunked), flag DPE;
  * - 404 NR (`route_not_found`) and 403 `upgrade_failed` have empty bodies.
  *
  * Invariant: ERROR_TABLE has exactly one entry per L7ErrorCode (the Record type
@@ -52,6 +53,8 @@ export type L7ErrorCode =
   | 'INVALID_URL' //                       request target neither origin-form, absolute-form nor `OPTIONS *`
   | 'INVALID_SCHEME' //                    absolute-form with a scheme other than http/https
   | 'MISSING_HOST' //                      no Host / :authority, or more than one Host
+  | 'INVALID_TRANSFER_ENCODING' //         a Transfer-Encoding other than exactly `chunked` (501)
+  | 'CONTENT_LENGTH_AND_CHUNKED' //        Content-Length and Transfer-Encoding together (smuggling)
   | 'CONNECTION_HEADER_REJECTED' //        Connection nominates a header that may not be hop-by-hop
   | 'HEADERS_TOO_LARGE' //                 request line + headers above the size limit (431)
   | 'TOO_MANY_HEADERS' //                  more header lines than the count limit (431)
@@ -115,6 +118,8 @@ const ERROR_TABLE: Readonly<Record<L7ErrorCode, ErrorRow>> = {
   INVALID_URL: codec(400, 'http1.invalid_url', 'Bad Request'),
   INVALID_SCHEME: codec(400, 'http1.invalid_scheme', 'Bad Request'),
   MISSING_HOST: codec(400, 'missing_host_header', 'Bad Request'),
+  INVALID_TRANSFER_ENCODING: codec(501, 'http1.invalid_transfer_encoding', 'Not Implemented'),
+  CONTENT_LENGTH_AND_CHUNKED: codec(400, 'http1.content_length_and_chunked_not_allowed', 'Bad Request'),
   CONNECTION_HEADER_REJECTED: codec(400, 'http1.connection_header_rejected', 'Bad Request'),
   HEADERS_TOO_LARGE: codec(431, 'http1.headers_too_large', 'Request Header Fields Too Large'),
   TOO_MANY_HEADERS: codec(431, 'http1.too_many_headers', 'Request Header Fields Too Large'),

@@ -47,6 +47,12 @@ export interface DownstreamResponse {
   readonly headersSent: boolean;
   /** Aborted when the client goes away before the response is complete. */
   readonly clientGone: AbortSignal;
+  /**
+   * Aborted, with the L7Error as its reason, when the request itself fails
+   * after it was handed over (a body that breaks HTTP/1.1 framing, the request
+   * timeout): the body is already destroyed with that error.
+   */
+  readonly requestFailure: AbortSignal;
   /** Sends the response head. `endStream`: there is no body (and no trailers). */
   respond(status: number, headers: RawHeaders, endStream: boolean): void;
   /** Writes body bytes; false: wait for `drain()`. */
@@ -77,6 +83,12 @@ export function headerBytesOf(headers: RawHeaders): number {
 export class BodyMeter extends Transform {
   bytes = 0;
   grpc: GrpcFrameCounter | undefined;
+
+  constructor() {
+    super();
+    // A body failed by the codec before its consumer attached must not become an uncaught 'error'.
+    this.on('error', () => {});
+  }
 
   countGrpcMessages(): GrpcFrameCounter {
     this.grpc ??= new GrpcFrameCounter();

@@ -266,6 +266,7 @@ export class Http1Server {
       return;
     }
     const request = parsed;
+    response.body = request.body;
     if (this.limits.requestTimeoutMs > 0 && request.body !== undefined) {
       const timer = this.#clock.setTimer(this.limits.requestTimeoutMs, () => {
         if (req.complete) return;
@@ -288,13 +289,14 @@ export class Http1Server {
 
   #onClientError(err: Error & { code?: string }, socket: Duplex): void {
     const conn = this.#connections.get(socket);
-    const code = clientErrorCode(err.code);
+    const reason = (err as { reason?: string }).reason ?? err.message;
+    const code = clientErrorCode(err.code, reason);
     if (conn === undefined || code === undefined) {
       socket.destroy();
       return;
     }
     const active = conn.current;
-    const error = new L7Error(code, `malformed HTTP/1.1 request: ${err.code ?? ''} ${(err as { reason?: string }).reason ?? err.message}`);
+    const error = new L7Error(code, `malformed HTTP/1.1 request: ${err.code ?? ''} ${reason}`);
     if (active !== undefined) {
       active.failRequest(error);
       return;
@@ -354,8 +356,13 @@ export class Http1Server {
 // Requests
 
 /** llhttp / node error codes → our codes; undefined: the connection is just gone. */
-function clientErrorCode(code: string | undefined): L7ErrorCode | undefined {
+function clientErrorCode(code: string | undefined, reason: string): L7ErrorCode | undefined {
   switch (code) {
+    case 'HPE_INVALID_TRANSFER_ENCODING':
+    case 'HPE_UNEXPECTED_CONTENT_LENGTH':
+      // llhttp says which: both headers at once, or a coding list it cannot frame.
+      if (reason.includes('Content-Length')) return /Duplicate/i.test(reason) ? 'DOWNSTREAM_PROTOCOL_ERROR' : 'CONTENT_LENGTH_AND_CHUNKED';
+      return 'INVALID_TRANSFER_ENCODING';
     case 'ECONNRESET':
     case 'EPIPE':
     case 'ERR_STREAM_DESTROYED':
@@ -388,7 +395,7 @@ function parseRequest(req: IncomingMessage, limits: Http1Limits, upgrade: boolea
   }
   let host: string | undefined;
   let hosts = 0;
-  let chunked = false;
+  let transferEncoding: string | undefined;
   let contentLength = 0;
   const headers: Array<readonly [string, string]> = [];
   for (let i = 0; i < raw.length; i += 2) {
@@ -400,11 +407,16 @@ function parseRequest(req: IncomingMessage, limits: Http1Limits, upgrade: boolea
       host = value;
       continue;
     }
-    if (lower === 'transfer-encoding') chunked = true;
+    if (lower === 'transfer-encoding') transferEncoding = transferEncoding === undefined ? value : `${transferEncoding}, ${value}`;
     else if (lower === 'content-length') contentLength = Number(value);
     headers.push([name, value]);
   }
   if (hosts > 1) return new L7Error('MISSING_HOST', 'more than one Host header (RFC 9112 3.2)');
+  // Envoy frames only `chunked`: any other coding (or a list) is refused, never guessed at.
+  const chunked = transferEncoding !== undefined;
+  if (transferEncoding !== undefined && transferEncoding.trim().toLowerCase() !== 'chunked') {
+    return new L7Error('INVALID_TRANSFER_ENCODING', `Transfer-Encoding "${transferEncoding.slice(0, 100)}" is not supported (only chunked)`);
+  }
   let target = req.url ?? '';
   let authority = host;
   if (target.startsWith('/')) {
@@ -480,8 +492,9 @@ class Http1Response implements DownstreamResponse {
   #trailerBytes = 0;
   #reset = false;
   #closeAfter: boolean;
-  /** Set when the request failed under the pipeline (a body parse error, the request timeout). */
-  #requestFailure: ((err: L7Error) => void) | undefined;
+  readonly #failure = new AbortController();
+  /** The request body's meter (destroyed with the error when the request fails). */
+  body: Readable | undefined;
 
   constructor(res: ServerResponse, req: IncomingMessage, draining: boolean) {
     this.#res = res;
@@ -505,18 +518,17 @@ class Http1Response implements DownstreamResponse {
     return this.#gone.signal;
   }
 
-  /** The pipeline's hook for failures of the request itself after it was handed over. */
-  onRequestFailure(fn: (err: L7Error) => void): void {
-    this.#requestFailure = fn;
+  get requestFailure(): AbortSignal {
+    return this.#failure.signal;
   }
 
+  /** The request failed after it was handed over: its body fails with `err`, the pipeline answers or resets. */
   failRequest(err: L7Error): void {
+    if (this.#failure.signal.aborted) return;
     this.#closeAfter = true;
     this.#req.unpipe();
-    const body = this.#req as Readable;
-    if (!body.destroyed) body.destroy(err);
-    if (this.#requestFailure !== undefined) this.#requestFailure(err);
-    else this.reset();
+    if (this.body !== undefined && !this.body.destroyed) this.body.destroy(err);
+    this.#failure.abort(err);
   }
 
   respond(status: number, headers: RawHeaders, endStream: boolean): void {
@@ -585,6 +597,7 @@ export class RawHttp1Response implements DownstreamResponse {
   readonly #socket: Duplex;
   readonly #clock: Clock;
   readonly #gone = new AbortController();
+  readonly requestFailure: AbortSignal = new AbortController().signal;
   readonly done: Promise<ExchangeEnd>;
   #resolve!: (end: ExchangeEnd) => void;
   #headersSent = false;

@@ -312,6 +312,8 @@ function trailerHeaders(trailers: RawHeaders): OutgoingHttpHeaders {
 class Http2Response implements DownstreamResponse {
   readonly #stream: ServerHttp2Stream;
   readonly #gone = new AbortController();
+  /** nghttp2 resets a stream whose framing breaks; that is the client going away (clientGone). */
+  readonly requestFailure: AbortSignal = new AbortController().signal;
   readonly #onAnswer: () => void;
   readonly done: Promise<ExchangeEnd>;
   #headBytes = 0;

@@ -163,6 +163,8 @@ class RequestRecord {
   upgradeReceived = 0;
   upgradeSent = 0;
   trace: TraceHeaders | undefined;
+  /** A response (local or from upstream) has been started for this request. */
+  answered = false;
 
   constructor(
     private readonly deps: PipelineDeps,
@@ -313,6 +315,8 @@ type RouteOutcome =
 async function serveRequest(deps: PipelineDeps, ctx: TunnelContext, request: DownstreamRequest, response: DownstreamResponse): Promise<void> {
   const record = new RequestRecord(deps, ctx, request, response);
   const finished = record.finish();
+  const unwatch = watchRequestFailure(ctx, record, response);
+  void finished.then(unwatch);
   const table = deps.routes();
   const snapshot = deps.snapshot();
 
@@ -359,7 +363,8 @@ async function serveRequest(deps: PipelineDeps, ctx: TunnelContext, request: Dow
   const target: PipelineUpstreamTarget = plan.workload === undefined
     ? { service: plan.service, servicePort: plan.servicePort }
     : { service: plan.service, servicePort: plan.servicePort, workload: plan.workload };
-  const outcome = await deps.forwarder.forward(mainBody === undefined ? upstreamRequest : { ...upstreamRequest, body: mainBody }, target, { retry: plan.retry, timeoutMs: plan.timeoutMs, signal: response.clientGone });
+  const signal = AbortSignal.any([response.clientGone, response.requestFailure]);
+  const outcome = await deps.forwarder.forward(mainBody === undefined ? upstreamRequest : { ...upstreamRequest, body: mainBody }, target, { retry: plan.retry, timeoutMs: plan.timeoutMs, signal });
   if (outcome.kind === 'failure') {
     record.endpoint(outcome.endpoint);
     record.destinationService ??= plan.service;
@@ -398,9 +403,35 @@ function traceHeadersOf(headers: HeaderList): TraceHeaders | undefined {
   return out;
 }
 
+/** Answers with a local reply, unless this request was already answered (by a request failure). */
 function replyWith(record: RequestRecord, response: DownstreamResponse, reply: LocalReply, extra: RawHeaders): void {
+  if (record.answered) return;
+  record.answered = true;
   record.reply(reply);
   sendLocalReply(response, reply, extra);
+}
+
+/**
+ * A request that fails after it was handed over (broken body framing, the
+ * request timeout) is answered with its error if nothing was answered yet,
+ * else its response is reset; the forward in flight is aborted.
+ */
+function watchRequestFailure(ctx: TunnelContext, record: RequestRecord, response: DownstreamResponse): () => void {
+  const signal = response.requestFailure;
+  const onFailure = () => {
+    const error = asL7Error(signal.reason);
+    ctx.log.debug({ code: error.code, err: error.message }, 'the request failed while it was being forwarded');
+    if (record.answered) {
+      const reply = localReplyOf(error);
+      for (const f of reply.flags) if (!record.flags.includes(f)) record.flags.push(f);
+      response.reset();
+      return;
+    }
+    response.closeAfter();
+    replyWith(record, response, localReplyOf(error), []);
+  };
+  signal.addEventListener('abort', onFailure, { once: true });
+  return () => signal.removeEventListener('abort', onFailure);
 }
 
 /** Stages 2, 3 and 5: the route, a local reply, or the backend to forward to. */
@@ -590,6 +621,11 @@ async function respondUpstream(
   record.endpoint(upstream.endpoint);
   record.upstreamCluster = clusterName(deps, plan);
   record.routeName = plan.route?.name ?? (plan.workload === undefined ? 'default' : undefined);
+  if (response.clientGone.aborted || record.answered) {
+    upstream.body.destroy();
+    return;
+  }
+  record.answered = true;
   record.responseCode = upstream.status;
   record.details = 'via_upstream';
   record.upstreamServiceTimeMs = upstream.serviceTimeMs;
@@ -611,10 +647,6 @@ async function respondUpstream(
   if (plan.backend !== undefined) applyFilters(headers, plan.backend.filters, 'ResponseHeaderModifier');
 
   const body = upstream.body;
-  if (response.clientGone.aborted) {
-    body.destroy();
-    return;
-  }
   // A gRPC trailers-only response (grpc-status in the headers) has no body.
   if (trailersOnly && grpc) {
     response.respond(upstream.status, headers.entries(), true);
@@ -677,17 +709,17 @@ function clusterName(deps: PipelineDeps, plan: Plan): string {
 async function serveUpgrade(deps: PipelineDeps, ctx: TunnelContext, request: DownstreamRequest, socket: Duplex, head: Buffer): Promise<void> {
   const response = new RawHttp1Response(socket, deps.clock);
   const record = new RequestRecord(deps, ctx, request, response);
-  const finished = record.finish();
+  const finished = () => record.finish();
   const canonical = canonicalize(request, { randomBytes: deps.randomBytes, xfcc: undefined, upgrade: true });
   if (canonical instanceof L7Error) {
     replyWith(record, response, localReplyOf(canonical), []);
-    return finished;
+    return finished();
   }
   describeRequest(record, canonical);
   const routed = routeRequest(deps, ctx, deps.routes(), deps.snapshot(), canonical);
   if (routed.kind === 'reply') {
     replyWith(record, response, routed.reply, routed.extra);
-    return finished;
+    return finished();
   }
   const { plan } = routed;
   const path = applyRequestFilters(plan, canonical);
@@ -708,13 +740,13 @@ async function serveUpgrade(deps: PipelineDeps, ctx: TunnelContext, request: Dow
   if (outcome.kind === 'failure') {
     record.endpoint(outcome.endpoint);
     replyWith(record, response, localReplyOf(outcome.error), []);
-    return finished;
+    return finished();
   }
   const upstream = outcome.response as PipelineUpstreamResponse;
   const upgraded = upstream.upgraded;
   if (upstream.status !== 101 || upgraded === undefined) {
     await respondUpstream(deps, ctx, record, response, plan, upstream, false);
-    return finished;
+    return finished();
   }
   record.endpoint(upstream.endpoint);
   record.upstreamCluster = clusterName(deps, plan);
@@ -740,5 +772,5 @@ async function serveUpgrade(deps: PipelineDeps, ctx: TunnelContext, request: Dow
     },
   });
   if (result.error !== undefined) ctx.log.debug({ err: result.error.message, side: result.error.side }, 'WebSocket relay ended abnormally');
-  return finished;
+  return finished();
 }
