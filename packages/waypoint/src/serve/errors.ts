@@ -30,7 +30,8 @@ import type { EnvoyResponseFlag } from '../telemetry/types.js';
 export type L7ErrorCode =
   // Routing (router filter).
   | 'ROUTE_NOT_FOUND' //                   routes attached, none matched
-  | 'CLUSTER_NOT_FOUND' //                 the chosen backend is not a known service
+  | 'CLUSTER_NOT_FOUND' //                 the chosen backend is not a known service (500: Istio sets
+  //                                        cluster_not_found_response_code INTERNAL_SERVER_ERROR for Gateway API routes)
   | 'NO_HEALTHY_UPSTREAM' //               the backend service has no usable endpoint
   | 'DIRECT_RESPONSE' //                   a route answers itself (all-zero weights, invalid backends)
   // Upstream resets before the response started, one per Envoy reset reason.
@@ -95,7 +96,7 @@ function codec(status: number, details: string, body: string): ErrorRow {
 
 const ERROR_TABLE: Readonly<Record<L7ErrorCode, ErrorRow>> = {
   ROUTE_NOT_FOUND: { status: 404, flag: 'NR', details: 'route_not_found', body: '', logLevel: 'debug' },
-  CLUSTER_NOT_FOUND: { status: 503, flag: 'NC', details: 'cluster_not_found', body: '', logLevel: 'warn' },
+  CLUSTER_NOT_FOUND: { status: 500, flag: 'NC', details: 'cluster_not_found', body: '', logLevel: 'warn' },
   NO_HEALTHY_UPSTREAM: { status: 503, flag: 'UH', details: 'no_healthy_upstream', body: 'no healthy upstream', logLevel: 'debug' },
   DIRECT_RESPONSE: { status: 500, flag: undefined, details: 'direct_response', body: '', logLevel: 'debug' },
 

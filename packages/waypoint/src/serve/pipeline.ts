@@ -479,6 +479,9 @@ function routeRequest(deps: PipelineDeps, ctx: TunnelContext, table: RouteTable,
   if (backend === undefined) {
     return { kind: 'reply', reply: localReplyOf(new L7Error('DIRECT_RESPONSE', 'no backend with a weight', { status: 500, body: '' })), extra: [], service: undefined };
   }
+  if (backend.invalid !== undefined) {
+    return { kind: 'reply', reply: localReplyOf(new L7Error('CLUSTER_NOT_FOUND', `backend not served: ${backend.invalid.message}`)), extra: [], service: undefined };
+  }
   const backendService = resolveBackend(snapshot, backend.target, deps.clusterDomain);
   if (backendService === undefined || !backendService.ports.some((p) => p.servicePort === backend.port)) {
     const name = `${backend.target.kind} ${backend.target.namespace}/${backend.target.name}:${backend.port}`;

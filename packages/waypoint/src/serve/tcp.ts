@@ -38,6 +38,7 @@ function planTcp(deps: PipelineDeps, ctx: TunnelContext): TcpPlan {
   if (backends === undefined || backends.length === 0) return { target: { service: t.service, servicePort: t.port.servicePort }, routeName: undefined, reason: '' };
   const backend = pickWeighted(backends, deps.random);
   if (backend === undefined) return { target: undefined, routeName: undefined, reason: 'every TCPRoute backend has weight 0' };
+  if (backend.invalid !== undefined) return { target: undefined, routeName: undefined, reason: `TCPRoute backend not served: ${backend.invalid.message}` };
   const service = resolveBackend(deps.snapshot(), backend.target, deps.clusterDomain);
   if (service === undefined || !service.ports.some((p) => p.servicePort === backend.port)) {
     return { target: undefined, routeName: undefined, reason: `TCPRoute backend ${backend.target.namespace}/${backend.target.name}:${backend.port} is not a known service port` };
