@@ -258,7 +258,7 @@ export class Http1Server {
       this.#endRequest(conn);
     };
     res.once('close', end);
-    const response = new Http1Response(res, req, this.#draining);
+    const response = new Http1Response(res, req, () => this.#draining);
     const parsed = parseRequest(req, this.limits, false);
     if (parsed instanceof L7Error) {
       response.closeAfter();
@@ -491,15 +491,16 @@ class Http1Response implements DownstreamResponse {
   #bodyBytes = 0;
   #trailerBytes = 0;
   #reset = false;
-  #closeAfter: boolean;
+  #closeAfter = false;
+  readonly #draining: () => boolean;
   readonly #failure = new AbortController();
   /** The request body's meter (destroyed with the error when the request fails). */
   body: Readable | undefined;
 
-  constructor(res: ServerResponse, req: IncomingMessage, draining: boolean) {
+  constructor(res: ServerResponse, req: IncomingMessage, draining: () => boolean) {
     this.#res = res;
     this.#req = req;
-    this.#closeAfter = draining;
+    this.#draining = draining;
     this.done = new Promise((resolve) => {
       res.once('finish', () => resolve('complete'));
       res.once('close', () => {
@@ -533,7 +534,7 @@ class Http1Response implements DownstreamResponse {
 
   respond(status: number, headers: RawHeaders, endStream: boolean): void {
     if (this.#reset || this.#res.headersSent || this.#res.destroyed) return;
-    if (this.#closeAfter) this.#res.shouldKeepAlive = false;
+    if (this.#closeAfter || this.#draining()) this.#res.shouldKeepAlive = false;
     this.#headBytes = 7 + 3 + headerBytesOf(headers);
     this.#res.writeHead(status, lowerFlat(headers));
     if (endStream) this.#res.end();

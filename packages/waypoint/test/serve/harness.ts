@@ -192,6 +192,8 @@ export interface Backends {
   h1: Map<string, (req: IncomingMessage, res: ServerResponse, body: string) => void>;
   /** Per-path behaviour of the h2c backend (default: gRPC-style echo with trailers). */
   h2: Map<string, (stream: ServerHttp2Stream, body: string) => void>;
+  /** Per-path h2c handlers called as soon as the stream opens (streaming). */
+  h2Stream: Map<string, (stream: ServerHttp2Stream) => void>;
   close(): Promise<void>;
 }
 
@@ -200,6 +202,7 @@ export async function startBackends(): Promise<Backends> {
   const sockets = new Set<net.Socket>();
   const h1 = new Map<string, (req: IncomingMessage, res: ServerResponse, body: string) => void>();
   const h2 = new Map<string, (stream: ServerHttp2Stream, body: string) => void>();
+  const h2Stream = new Map<string, (stream: ServerHttp2Stream) => void>();
   const h1Server = http.createServer({ maxHeaderSize: 128 * 1024 }, (req, res) => {
     let body = '';
     req.setEncoding('utf8');
@@ -221,6 +224,8 @@ export async function startBackends(): Promise<Backends> {
   });
   const h2Server = http2.createServer();
   h2Server.on('stream', (stream, headers) => {
+    const streaming = h2Stream.get(String(headers[':path']));
+    if (streaming !== undefined) return streaming(stream);
     let body = '';
     stream.setEncoding('utf8');
     stream.on('data', (d: string) => (body += d));
@@ -257,6 +262,7 @@ export async function startBackends(): Promise<Backends> {
     seen,
     h1,
     h2,
+    h2Stream,
     async close() {
       for (const s of sockets) s.destroy();
       await Promise.all([h1Server, h2Server, tcpServer].map((s) => new Promise<void>((resolve) => (s as net.Server).close(() => resolve()))));
