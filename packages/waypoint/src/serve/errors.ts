@@ -69,7 +69,7 @@ export type L7ErrorCode =
   | 'DOWNSTREAM_REMOTE_RESET' //           the client reset its HTTP/2 stream (no reply)
   | 'INTERNAL'; //                         a bug on our side; never a silent hang
 
-export type LogLevel = 'debug' | 'info' | 'warn' | 'error';
+type LogLevel = 'debug' | 'info' | 'warn' | 'error';
 
 interface ErrorRow {
   /** The local reply's status; 0 when nothing is answered (the client is gone). */

@@ -17,7 +17,7 @@ import { Transform, type TransformCallback } from 'node:stream';
 import { GrpcFrameCounter } from './grpc-frames.js';
 import type { RawHeaders } from '../upstream/types.js';
 
-export type HttpVersion = 'HTTP/1.1' | 'HTTP/2';
+type HttpVersion = 'HTTP/1.1' | 'HTTP/2';
 
 export interface DownstreamRequest {
   readonly httpVersion: HttpVersion;

@@ -58,7 +58,7 @@ export interface Http1Limits {
   readonly idleTimeoutMs: number;
 }
 
-export const DEFAULT_HTTP1_LIMITS: Http1Limits = {
+const DEFAULT_HTTP1_LIMITS: Http1Limits = {
   maxRequestHeadersBytes: 60 * 1024,
   maxRequestHeaders: 100,
   // Envoy leaves it off in a waypoint; a Node server must bound slow header senders (Node's and Envoy's edge value).

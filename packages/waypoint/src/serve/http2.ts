@@ -37,7 +37,7 @@ export interface Http2Limits {
   readonly idleTimeoutMs: number;
 }
 
-export const DEFAULT_HTTP2_LIMITS: Http2Limits = {
+const DEFAULT_HTTP2_LIMITS: Http2Limits = {
   maxConcurrentStreams: 100,
   maxRequestHeadersBytes: 60 * 1024,
   maxRequestHeaders: 100,

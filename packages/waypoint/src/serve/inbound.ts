@@ -62,7 +62,7 @@ export interface SniffLimits {
  * filter timeout); a client that waits longer than this before its first
  * byte is also relayed as TCP, so declare HTTP ports.
  */
-export const DEFAULT_SNIFF_LIMITS: SniffLimits = { maxBytes: 8 * 1024, timeoutMs: 10_000 };
+const DEFAULT_SNIFF_LIMITS: SniffLimits = { maxBytes: 8 * 1024, timeoutMs: 10_000 };
 
 export interface WaypointInboundDeps extends PipelineDeps {
   readonly sockets: SocketFactory;

@@ -45,7 +45,7 @@ import type { CompiledRoute, PortProtocol, RetryPolicy, RouteTable, WeightedBack
 import { fromAppProtocol } from '../routing/protocol.js';
 import { pickWeighted } from '../routing/weighted.js';
 import type { EnvoyResponseFlag, HttpRequestRecord, PeerInfo, RequestTelemetry, TraceHeaders } from '../telemetry/types.js';
-import type { ChosenEndpoint, ForwardOptions, ForwardOutcome, RawHeaders, UpstreamRequest, UpstreamResponse, UpstreamTarget } from '../upstream/types.js';
+import type { ChosenEndpoint, ForwardOptions, RawHeaders, UpstreamRequest, UpstreamResponse, UpstreamTarget } from '../upstream/types.js';
 import { canonicalize, type CanonicalRequest } from './canonicalize.js';
 import { asL7Error, L7Error, localReplyOf, type LocalReply } from './errors.js';
 import type { DownstreamRequest, DownstreamResponse, ExchangeEnd } from './exchange.js';
@@ -54,14 +54,19 @@ import { RawHttp1Response, type ExchangeHandler } from './http1.js';
 import type { TunnelTarget } from './targets.js';
 
 /** A WebSocket upgrade asks the upstream side for a 101 and the upgraded stream (see the report on the contract). */
-export type PipelineUpstreamRequest = UpstreamRequest & { readonly upgrade?: 'websocket' };
-export type PipelineUpstreamResponse = UpstreamResponse & { readonly upgraded?: Duplex };
+export type PipelineUpstreamRequest = UpstreamRequest & { readonly upgrade?: 'websocket' | undefined };
+type PipelineUpstreamResponse = UpstreamResponse & { readonly upgraded?: Duplex | undefined };
 /** Workload-addressed traffic pins the endpoint to the addressed workload. */
-export type PipelineUpstreamTarget = UpstreamTarget & { readonly workload?: Workload };
+export type PipelineUpstreamTarget = UpstreamTarget & { readonly workload?: Workload | undefined };
+
+/** What forward() resolves with (upstream/types.ts ForwardOutcome, as far as the pipeline reads it); it never rejects. */
+export type ForwardResult =
+  | { readonly kind: 'response'; readonly response: PipelineUpstreamResponse; readonly flags: readonly EnvoyResponseFlag[] }
+  | { readonly kind: 'failure'; readonly error: L7Error; readonly attempts: number; readonly endpoint: ChosenEndpoint | undefined };
 
 /** What the pipeline needs of the upstream side (upstream/forwarder.ts Forwarder). */
 export interface UpstreamForwarder {
-  forward(req: PipelineUpstreamRequest, target: PipelineUpstreamTarget, options: ForwardOptions): Promise<ForwardOutcome>;
+  forward(req: PipelineUpstreamRequest, target: PipelineUpstreamTarget, options: ForwardOptions): Promise<ForwardResult>;
   openTcp(target: PipelineUpstreamTarget, signal?: AbortSignal): Promise<
     | { readonly kind: 'tunnel'; readonly stream: Duplex; readonly endpoint: ChosenEndpoint }
     | { readonly kind: 'failure'; readonly error: L7Error; readonly endpoint: ChosenEndpoint | undefined }

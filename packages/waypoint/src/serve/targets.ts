@@ -22,7 +22,7 @@ import { fromAppProtocol } from '../routing/protocol.js';
 import type { PortProtocol, RouteTable } from '../routing/types.js';
 
 /** How the tunnel's bytes are served. */
-export type ServeMode = 'http' | 'detect' | 'tcp';
+type ServeMode = 'http' | 'detect' | 'tcp';
 
 export type TunnelTarget =
   | {

@@ -42,9 +42,9 @@ import { L7Error, type L7ErrorCode } from '../../src/serve/errors.js';
 import { bufferOnlyWrites, type Http1Limits } from '../../src/serve/http1.js';
 import type { Http2Limits } from '../../src/serve/http2.js';
 import { startWaypointInbound, type SniffLimits, type WaypointInbound } from '../../src/serve/inbound.js';
-import type { PipelineUpstreamRequest, PipelineUpstreamTarget, UpstreamForwarder } from '../../src/serve/pipeline.js';
+import type { ForwardResult, PipelineUpstreamRequest, PipelineUpstreamTarget, UpstreamForwarder } from '../../src/serve/pipeline.js';
 import type { HttpRequestRecord, PeerInfo, RequestTelemetry, TcpConnectionRecord } from '../../src/telemetry/types.js';
-import type { ChosenEndpoint, ForwardOptions, ForwardOutcome, RawHeaders, UpstreamResponse } from '../../src/upstream/types.js';
+import type { ChosenEndpoint, ForwardOptions, RawHeaders, UpstreamResponse } from '../../src/upstream/types.js';
 
 export const WAYPOINT_NS = 'waypoint-ns';
 export const WAYPOINT_HOST = `waypoint.${WAYPOINT_NS}.svc.cluster.local`;
@@ -323,7 +323,7 @@ export class LoopbackForwarder implements UpstreamForwarder {
     };
   }
 
-  async forward(request: PipelineUpstreamRequest, target: PipelineUpstreamTarget, options: ForwardOptions): Promise<ForwardOutcome> {
+  async forward(request: PipelineUpstreamRequest, target: PipelineUpstreamTarget, options: ForwardOptions): Promise<ForwardResult> {
     const call: ForwardCall = { request, target, options, body: '' };
     this.calls.push(call);
     const failure = this.#failures.shift();
