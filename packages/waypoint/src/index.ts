@@ -6,3 +6,5 @@ export type * from './resources/types.js';
 export type * from './routing/types.js';
 export type * from './sources/source.js';
 export type * from './telemetry/types.js';
+export { buildWaypoint, type Waypoint, type WaypointDeps } from './app.js';
+export { parseWaypointConfig, waypointHostname, type WaypointConfig } from './config/env.js';
