@@ -174,7 +174,8 @@ export function loadScenario(name: string, dir = scenarioDir()): Scenario {
     need(file, c, 'request.protocol', (p) => p === 'http' || p === 'grpc', `http or grpc (cases[${i}])`);
     need(file, c, 'expected.statusCodes', isArray, `a list (cases[${i}])`);
   });
-  return v as Scenario;
+  const scenario = v as Scenario & { distribution?: Distribution | null };
+  return { ...scenario, distribution: scenario.distribution ?? null };
 }
 
 /** `app=echo,version=v1` → {app: echo, version: v1}. */
