@@ -19,8 +19,10 @@
  *   (http/https) take their authority from the target (RFC 9112 3.2.2);
  * - `Expect: 100-continue` is answered 100 at once (Envoy's default, not
  *   proxied) and the Expect header is not forwarded;
- * - Upgrade: websocket goes to the pipeline's upgrade path; other upgrades
- *   are refused 403 (upgrade_failed); CONNECT is not routed (404);
+ * - Upgrade: websocket goes to the pipeline's upgrade path; an h2c upgrade
+ *   without a body is ignored as Envoy does (answered over HTTP/1.1, then the
+ *   connection closes); other upgrades are refused 403 (upgrade_failed);
+ *   CONNECT is not routed (404);
  * - duplicate header lines stay separate (rawHeaders);
  * - timeouts on the injected Clock: request headers (from a request's first
  *   byte to its last header), whole request (optional, off like Envoy's),
@@ -333,11 +335,30 @@ export class Http1Server {
       return;
     }
     const upgrade = headerValue(req.rawHeaders, 'upgrade')?.toLowerCase();
+    if (upgrade === 'h2c' && parsed.body === undefined && !hasBody(req)) {
+      // Envoy ignores an h2c upgrade and answers over HTTP/1.1 (curl --http2 on http://); we then close.
+      this.#serveIgnoringUpgrade(conn, req, socket, parsed);
+      return;
+    }
     if (upgrade !== 'websocket') {
       conn.handler.refuse(parsed, response, new L7Error('UPGRADE_FAILED', `upgrade to "${upgrade ?? ''}" is not supported (only websocket)`));
       return;
     }
     conn.handler.upgrade(parsed, socket, head);
+  }
+
+  /** An Upgrade the waypoint does not take (h2c): the request is served as plain HTTP/1.1 on the raw tunnel, then it closes. */
+  #serveIgnoringUpgrade(conn: Connection, req: IncomingMessage, socket: Duplex, request: DownstreamRequest): void {
+    const res = new http.ServerResponse(req);
+    res.assignSocket(socket as Parameters<ServerResponse['assignSocket']>[0]);
+    res.shouldKeepAlive = false;
+    res.once('finish', () => {
+      res.detachSocket(socket as Parameters<ServerResponse['detachSocket']>[0]);
+      socket.end();
+    });
+    const response = new Http1Response(res, req, () => true);
+    response.closeAfter();
+    conn.handler.handle(request, response);
   }
 
   #onConnectMethod(req: IncomingMessage, socket: Duplex): void {
@@ -374,6 +395,12 @@ function clientErrorCode(code: string | undefined, reason: string): L7ErrorCode 
     default:
       return 'DOWNSTREAM_PROTOCOL_ERROR';
   }
+}
+
+/** Content-Length > 0 or any Transfer-Encoding. */
+function hasBody(req: IncomingMessage): boolean {
+  const cl = headerValue(req.rawHeaders, 'content-length');
+  return headerValue(req.rawHeaders, 'transfer-encoding') !== undefined || (cl !== undefined && Number(cl) > 0);
 }
 
 function headerValue(raw: readonly string[], lowerName: string): string | undefined {

@@ -98,6 +98,22 @@ describe('HTTP/1.1 in a tunnel', () => {
     expect(sent).toContain('upgrade');
   });
 
+  it('ignores an h2c upgrade as Envoy does: answered over HTTP/1.1 without the upgrade headers, then closed', async () => {
+    const w = await startWaypoint({}, cleanup);
+    const out = await rawExchange(
+      await w.tunnel(ECHO_VIP, PORT_HTTP),
+      `GET /h2c HTTP/1.1\r\n${HOST}Connection: Upgrade, HTTP2-Settings\r\nUpgrade: h2c\r\nHTTP2-Settings: AAMAAABkAAQCAAAAAAIAAAAA\r\n\r\n`,
+    );
+    expect(out.split('\r\n')[0]).toBe('HTTP/1.1 200 OK');
+    expect(out.toLowerCase()).toContain('connection: close');
+    expect(out).toContain('"url":"/h2c"');
+    const sent = w.forwarder.calls[0]?.request.headers.map(([n]) => n.toLowerCase());
+    expect(sent).not.toContain('upgrade');
+    expect(sent).not.toContain('http2-settings');
+    const [record] = await w.telemetry.httpRecords(1);
+    expect(record?.responseCode).toBe(200);
+  });
+
   it('refuses upgrades other than websocket with 403 upgrade_failed', async () => {
     const w = await startWaypoint({}, cleanup);
     const out = await rawExchange(await w.tunnel(ECHO_VIP, PORT_HTTP), `GET / HTTP/1.1\r\n${HOST}Connection: Upgrade\r\nUpgrade: foo\r\n\r\n`);
@@ -221,6 +237,22 @@ describe('timeouts on the clock', () => {
     expect(out.endsWith('request header timeout')).toBe(true);
     const [record] = await w.telemetry.httpRecords(1);
     expect(record).toMatchObject({ responseCode: 408, responseCodeDetails: 'request_header_timeout' });
+  });
+
+  it('408 request_overall_timeout when the body does not arrive within the request timeout', async () => {
+    const clock = new ManualClock({ now: Date.now() });
+    const w = await startWaypoint({ clock, http1Limits: { requestTimeoutMs: 10_000 } }, cleanup);
+    w.backends.h1.set('/upload', () => {});
+    const tunnel = await w.tunnel(ECHO_VIP, PORT_HTTP);
+    const done = rawExchange(tunnel, `POST /upload HTTP/1.1\r\n${HOST}Content-Length: 100\r\n\r\npartial`);
+    await until(() => w.forwarder.calls.length === 1);
+    await clock.advance(10_000);
+    const out = await done;
+    expect(out).toMatch(/^HTTP\/1\.1 408 Request Timeout\r\n/);
+    expect(out.endsWith('request timeout')).toBe(true);
+    const [record] = await w.telemetry.httpRecords(1);
+    expect(record).toMatchObject({ responseCode: 408, responseCodeDetails: 'request_overall_timeout' });
+    expect(w.backends.seen).toEqual([]);
   });
 
   it('closes a connection idle for the idle timeout', async () => {

@@ -3,7 +3,7 @@
  * trailers, streaming both ways, trailers-only responses, h2c on an HTTP
  * port, many concurrent streams on one tunnel, the inner header limits.
  */
-import type { ClientHttp2Session, ClientHttp2Stream, IncomingHttpHeaders } from 'node:http2';
+import http2, { type ClientHttp2Session, type ClientHttp2Stream, type IncomingHttpHeaders } from 'node:http2';
 import { afterEach, describe, expect, it } from 'vitest';
 import { ECHO_VIP, grpcFrame, h2cSession, PORT_GRPC, PORT_HTTP, startWaypoint } from './harness.js';
 
@@ -129,5 +129,28 @@ describe('h2c and gRPC in a tunnel', () => {
     const session = h2cSession(await w.tunnel(ECHO_VIP, PORT_HTTP), cleanup);
     const res = await collect(session.request({ ':method': 'CONNECT', ':authority': 'x:1' }));
     expect(res.headers[':status']).toBe(404);
+  });
+
+  it('ends an inner session whose client resets streams faster than the rapid-reset budget', async () => {
+    const w = await startWaypoint({}, cleanup);
+    w.backends.h2.set('/never', () => {});
+    const session = h2cSession(await w.tunnel(ECHO_VIP, PORT_GRPC), cleanup);
+    let goawayCode: number | undefined;
+    session.once('goaway', (code: number) => (goawayCode = code));
+    const closed = new Promise<void>((resolve) => session.once('close', resolve));
+    // Batches of 50 streams: each is opened (HEADERS sent), then reset at once.
+    for (let batch = 0; batch < 8 && !session.destroyed && !session.closed; batch++) {
+      const streams = Array.from({ length: 50 }, () => {
+        const s = session.request({ ':method': 'POST', ':path': '/never' });
+        s.on('error', () => {});
+        return s;
+      });
+      await Promise.all(streams.map((s) => new Promise((resolve) => (s.id !== undefined ? resolve(undefined) : s.once('ready', resolve)))));
+      for (const s of streams) s.close(http2.constants.NGHTTP2_CANCEL);
+      await new Promise((r) => setImmediate(r));
+    }
+    await closed;
+    // The tunnel goes with the session; a GOAWAY, when it makes it out first, says why.
+    expect([undefined, http2.constants.NGHTTP2_ENHANCE_YOUR_CALM]).toContain(goawayCode);
   });
 });
