@@ -4,8 +4,8 @@
  * manifests before its cases and deleting them after, one `it` per case (the
  * upstream subtest name) run with the upstream convergence rule, and one `it`
  * for each weighted-distribution check. The mesh (control plane, pods,
- * ztunnels) and the waypoint start once for the file and are closed in
- * afterAll, also when something failed.
+ * ztunnels) and the waypoint start once for the file, with its first case,
+ * and are closed in afterAll, also when something failed.
  *
  * MeshConsumerRoute is not applicable in ambient, as in Istio (its ambient
  * suite removes the MeshConsumerRoute feature; a waypoint only considers
@@ -15,7 +15,7 @@
  * waypoint has not read the route yet, a sentinel route of ours (on
  * echo-v2:8080, written after the consumer route) must take effect first.
  */
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { afterAll, describe, expect, it } from 'vitest';
 import { awaitConvergence, checkDistribution, tryOnce, type ConvergenceRules } from './checker.js';
 import { MESH_NAMESPACE, startMesh, type Mesh, type WaypointPlan } from './mesh.js';
 import { loadBase, loadIndex, loadScenario, type Scenario, type ScenarioCase } from './scenarios.js';
@@ -83,17 +83,17 @@ export function defineMeshConformance(o: MeshConformanceOptions): void {
   const base = loadBase();
   let mesh: Mesh | undefined;
   let waypoint: WaypointUnderTest | undefined;
-  const started = () => {
-    if (mesh === undefined) throw new Error('the conformance mesh did not start (see beforeAll)');
-    return mesh;
-  };
-
-  beforeAll(async () => {
-    mesh = await startMesh({ base, podNet: o.podNet, vipNet: o.vipNet, waypoint: 'namespace' });
-    const plan = mesh.plan.waypoint;
-    if (plan === undefined) throw new Error('the mesh has no waypoint plan');
-    waypoint = await o.startWaypoint(mesh, plan);
-  }, 90_000);
+  // The mesh and the waypoint start with the first case that needs them (not in a beforeAll: a failed start must
+  // fail every case with its reason, where vitest would report the cases of a failed beforeAll as skipped).
+  let starting: Promise<Mesh> | undefined;
+  const started = () =>
+    (starting ??= (async () => {
+      mesh = await startMesh({ base, podNet: o.podNet, vipNet: o.vipNet, waypoint: 'namespace' });
+      const plan = mesh.plan.waypoint;
+      if (plan === undefined) throw new Error('the mesh has no waypoint plan');
+      waypoint = await o.startWaypoint(mesh, plan);
+      return mesh;
+    })());
 
   afterAll(async () => {
     try {
@@ -114,14 +114,20 @@ export function defineMeshConformance(o: MeshConformanceOptions): void {
     const scenario = loadScenario(name);
     const rules = rulesOf(scenario);
     const names = caseNames(scenario.cases);
-    const caseTimeout = rules.maxTimeMs + 10_000;
+    // The convergence limit, plus room for the mesh start (first case) or the manifests and sentinel (first of a test).
+    const caseTimeout = 2 * rules.maxTimeMs + 60_000;
 
     describe(name, () => {
-      // MeshConsumerRoute's cases first wait for the sentinel (once); a failure there fails each case, it skips none.
-      let sentinel: Promise<void> | undefined;
-      beforeAll(async () => {
-        await started().apply(name, scenario.manifests.map((m) => m.yaml));
-      });
+      // The test's manifests are applied once, before its first case; MeshConsumerRoute's cases then wait for the
+      // sentinel. A failure of either fails each case (none is skipped).
+      let applied: Promise<Mesh> | undefined;
+      const prepared = () =>
+        (applied ??= (async () => {
+          const m = await started();
+          await m.apply(name, scenario.manifests.map((x) => x.yaml));
+          if (name === CONSUMER_ROUTE_TEST) await awaitSentinel(m, rules);
+          return m;
+        })());
       afterAll(async () => {
         await mesh?.remove(name);
         if (name === CONSUMER_ROUTE_TEST) await mesh?.remove(SENTINEL.name);
@@ -138,16 +144,12 @@ export function defineMeshConformance(o: MeshConformanceOptions): void {
         it(
           title,
           async () => {
-            const m = started();
-            if (consumer) {
-              sentinel ??= awaitSentinel(m, rules);
-              await sentinel;
-            }
+            const m = await prepared();
             const from = clientPod(m, { namespace: c.client.namespace, selector: c.client.selector });
             const call = parseClientArgs(resolveArgs(m, scenario, c.request.echoClientArgs));
             await awaitConvergence(rules, () => tryOnce(name, expectation, () => m.call(from, call)));
           },
-          consumer ? 2 * caseTimeout : caseTimeout,
+          caseTimeout,
         );
       });
 
@@ -156,7 +158,7 @@ export function defineMeshConformance(o: MeshConformanceOptions): void {
         it(
           `${scenario.cases[0]?.name ?? 'distribution'}: ${d.requestsPerAttempt} requests within ±${d.toleranceAbsolute} of ${JSON.stringify(d.expectedWeights)} (up to ${d.maxAttempts} attempts)`,
           async () => {
-            const m = started();
+            const m = await prepared();
             const from = clientPod(m, d.client);
             const call = parseClientArgs(resolveArgs(m, scenario, d.echoClientArgs));
             const grpc = call.url.startsWith('grpc://');
@@ -177,7 +179,7 @@ export function defineMeshConformance(o: MeshConformanceOptions): void {
             }
             throw new Error(`no attempt had the expected distribution:\n${attempts.join('\n')}`);
           },
-          d.maxAttempts * 7_000 + 10_000,
+          d.maxAttempts * 7_000 + 60_000,
         );
       }
     });
