@@ -195,7 +195,9 @@ function buildPortMatchers(routes: readonly CompiledRoute[], matches?: readonly 
 
 /**
  * Registers the matchers the compiler built for a PortRoutes, so the data path never compiles.
- * A PortRoutes built elsewhere (tests) is compiled on its first selection, once.
+ * Matchers are keyed by the PortRoutes object itself: pass the table's object as it is (a copy,
+ * e.g. `{ ...portRoutes }`, is a new table and gets compiled on its first selection). A PortRoutes
+ * built elsewhere (tests) is compiled on its first selection, once.
  */
 export function registerMatchers(portRoutes: PortRoutes, matches: readonly CompiledMatch[]): void {
   if (matches.length !== portRoutes.routes.length) {
