@@ -9,8 +9,10 @@
  * closed L7 codes (serve/errors.ts), never as a thrown socket error.
  */
 import type { Identity, Service, Workload } from '@ambient/control';
-import type { Readable } from 'node:stream';
+import type { Duplex, Readable } from 'node:stream';
 import type { RetryPolicy } from '../routing/types.js';
+import type { L7Error } from '../serve/errors.js';
+import type { EnvoyResponseFlag } from '../telemetry/types.js';
 
 /** Raw header pairs in order, names as received (duplicates stay separate entries). */
 export type RawHeaders = readonly (readonly [string, string])[];
@@ -28,6 +30,12 @@ export interface UpstreamRequest {
   readonly protocol: 'http1' | 'http2';
   /** True for gRPC (trailers, grpc-status, retry on gRPC statuses). */
   readonly grpc: boolean;
+  /**
+   * (Asked for by serve/: not implemented upstream yet.) A WebSocket upgrade:
+   * send the Upgrade/Connection headers (they are in `headers`), no retries;
+   * a 101 answer comes back with `upgraded`.
+   */
+  readonly upgrade?: 'websocket' | undefined;
 }
 
 /** The endpoint a request went to. */
@@ -52,11 +60,20 @@ export interface UpstreamResponse {
   readonly serviceTimeMs: number;
   /** Attempts made (x-envoy-attempt-count of the last one). */
   readonly attempts: number;
+  /** (Asked for by serve/.) After a 101 to an `upgrade` request: the upgraded connection to relay. */
+  readonly upgraded?: Duplex | undefined;
 }
 
 export interface UpstreamTarget {
   readonly service: Service;
   readonly servicePort: number;
+  /**
+   * (Asked for by serve/: not implemented upstream yet.) Workload-addressed
+   * traffic (CONNECT authority podIP:port of a workload bound to this
+   * waypoint, Istio's `encap` cluster): this workload is the only candidate,
+   * on the target port `service`'s port maps to for it.
+   */
+  readonly workload?: Workload | undefined;
 }
 
 export interface ForwardOptions {
@@ -66,3 +83,20 @@ export interface ForwardOptions {
   /** Aborted when the downstream goes away. */
   readonly signal: AbortSignal;
 }
+
+/** What Forwarder.forward resolves with (it never rejects). */
+export type ForwardOutcome =
+  | {
+      readonly kind: 'response';
+      readonly response: UpstreamResponse;
+      /** URX when this response was retriable but the retry limit was reached (Envoy passes it on with the flag). */
+      readonly flags: readonly EnvoyResponseFlag[];
+    }
+  | {
+      readonly kind: 'failure';
+      /** The L7 code (serve/errors.ts maps it to the local reply), with retried / retry-limit / transport failure reason set. */
+      readonly error: L7Error;
+      readonly attempts: number;
+      /** The endpoint of the last attempt, if one was chosen. */
+      readonly endpoint: ChosenEndpoint | undefined;
+    };
