@@ -77,7 +77,7 @@ export function waypointConfigDump(input: ConfigDumpInput): unknown {
 }
 
 /** Envoy's cluster name for a served service port (`inbound-vip|<port>|<http|tcp>|<hostname>`). */
-export function clusterName(s: Pick<Service, 'hostname'>, port: number, routes: PortRoutes | undefined): string {
+function clusterName(s: Pick<Service, 'hostname'>, port: number, routes: PortRoutes | undefined): string {
   const kind = routes === undefined || routes.protocol === 'tcp' || routes.protocol === 'tls' ? 'tcp' : 'http';
   return `inbound-vip|${port}|${kind}|${s.hostname}`;
 }

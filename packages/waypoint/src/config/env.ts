@@ -19,14 +19,14 @@
 import { parseControlEnv, parseDuration, parseListenAddress, rejection, type ControlEnv, type Env, type EnvProbe, type ListenAddress, type Rejection, type Result } from '@ambient/control';
 
 /** pilot-agent's defaults inside a waypoint pod. */
-export const WAYPOINT_TOKEN_PATH = '/var/run/secrets/tokens/istio-token';
-export const WAYPOINT_ROOT_CERT_PATH = '/var/run/secrets/istio/root-cert.pem';
+const WAYPOINT_TOKEN_PATH = '/var/run/secrets/tokens/istio-token';
+const WAYPOINT_ROOT_CERT_PATH = '/var/run/secrets/istio/root-cert.pem';
 
-export type ConfigSourceSetting =
+type ConfigSourceSetting =
   | { readonly kind: 'directory'; readonly path: string }
   | { readonly kind: 'kubernetes' };
 
-export interface AccessLogSetting {
+interface AccessLogSetting {
   /** meshConfig.accessLogFile: "" = off (Istio's default), "/dev/stdout" or a path. */
   readonly file: string;
   /** meshConfig.accessLogEncoding. */

@@ -92,8 +92,8 @@ import { DEFAULT_BACKOFF_BASE_MS, DEFAULT_RETRY_POLICY, NO_RETRY_POLICY } from '
 import { compileMatch, registerMatchers, type CompiledMatch, type MatchCompileError } from './select.js';
 import type { CompiledRoute, PortRoutes, RetryPolicy, RouteAction, RouteTable, ServiceKey, WeightedBackend } from './types.js';
 
-export const DEFAULT_DOMAIN_SUFFIX = 'cluster.local';
-export const CONTROLLER_NAME = 'istio.io/gateway-controller';
+const DEFAULT_DOMAIN_SUFFIX = 'cluster.local';
+const CONTROLLER_NAME = 'istio.io/gateway-controller';
 
 // ---- inputs and outputs --------------------------------------------------------------------
 
@@ -119,7 +119,7 @@ export interface CompileInput {
   readonly version: number;
 }
 
-export interface RouteStatusReport {
+interface RouteStatusReport {
   readonly route: ResourceId;
   readonly parents: readonly RouteParentStatus[];
 }

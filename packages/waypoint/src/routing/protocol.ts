@@ -105,7 +105,7 @@ export function istioProtocolOfKubePort(port: KubePortInput): IstioProtocol {
  * The waypoint's view of an Istio protocol: which chain serves it. undefined for UDP (no chain).
  * HTTPS and TLS are opaque TLS (TCP chain); Mongo/Redis/MySQL are TCP; GRPC-Web is gRPC (HTTP/2 codec).
  */
-export function toPortProtocol(p: IstioProtocol): PortProtocol | undefined {
+function toPortProtocol(p: IstioProtocol): PortProtocol | undefined {
   switch (p) {
     case 'HTTP':
     case 'HTTP_PROXY':

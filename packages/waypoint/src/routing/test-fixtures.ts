@@ -51,7 +51,7 @@ export function aControlService(
   };
 }
 
-export function aKubeService(namespace: string, name: string, ports: ReadonlyArray<{ name?: string; port: number; appProtocol?: string }>): ServiceResource {
+function aKubeService(namespace: string, name: string, ports: ReadonlyArray<{ name?: string; port: number; appProtocol?: string }>): ServiceResource {
   return {
     meta: { kind: 'Service', namespace, name, creationTimestampMs: 0, generation: 1, resourceVersion: '1', labels: {}, annotations: {} },
     ports: ports.map((p) => ({ name: p.name, port: p.port, targetPort: undefined, protocol: 'TCP', appProtocol: p.appProtocol })),
@@ -60,7 +60,7 @@ export function aKubeService(namespace: string, name: string, ports: ReadonlyArr
 }
 
 /** The conformance base: Services echo, echo-v1, echo-v2 (ports from conformance/mesh/manifests.yaml). */
-export function conformanceServices(): { control: Service[]; kube: ServiceResource[] } {
+function conformanceServices(): { control: Service[]; kube: ServiceResource[] } {
   const kubePorts = (grpcAppProtocol: string | undefined) => [
     { name: 'http', port: 80, appProtocol: 'http' },
     { name: 'http-alt', port: 8080, appProtocol: 'http' },

@@ -25,7 +25,7 @@ import { WaypointMetrics, type HttpSeries, type TcpSeries } from './metrics.js';
 import { buildSpan, decideSampling, parseTraceContext, ZipkinExporter, type SpanOptions, type SpanTransport, type ZipkinExporterOptions } from './tracing.js';
 import type { EnvoyResponseFlag, HttpRequestRecord, PeerInfo, RequestTelemetry } from './types.js';
 
-export interface WaypointTracingSettings {
+interface WaypointTracingSettings {
   /** Where reports go (httpSpanTransport for ProxyConfig.tracing.zipkin.address). */
   readonly transport: SpanTransport;
   /** Percentage of requests without a sampling decision that are traced (Istio default 1). */

@@ -51,11 +51,11 @@ import type { Candidate } from './endpoints.js';
 import type { RawHeaders } from './types.js';
 
 /** The HBONE port of every endpoint's ztunnel. */
-export const HBONE_PORT = 15008;
+const HBONE_PORT = 15008;
 /** meshConfig.connectTimeout default. */
-export const DEFAULT_CONNECT_TIMEOUT_MS = 10_000;
+const DEFAULT_CONNECT_TIMEOUT_MS = 10_000;
 /** Envoy's common_http_protocol_options.idle_timeout default (1 h). */
-export const DEFAULT_IDLE_TIMEOUT_MS = 60 * 60 * 1000;
+const DEFAULT_IDLE_TIMEOUT_MS = 60 * 60 * 1000;
 
 /** Envoy's reset reasons (Http::Utility::resetReasonToString), the vocabulary of every failure here. */
 export type ResetReason =
@@ -100,7 +100,7 @@ export interface ConnectionLimits {
   readonly maxIdleConnectionsPerEndpoint: number;
 }
 
-export const DEFAULT_CONNECTION_LIMITS: ConnectionLimits = {
+const DEFAULT_CONNECTION_LIMITS: ConnectionLimits = {
   maxConnectionsPerEndpoint: 1024,
   maxPendingRequestsPerEndpoint: 1024,
   maxRequestsPerEndpoint: 10_000,

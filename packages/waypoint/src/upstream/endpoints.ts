@@ -48,10 +48,10 @@ import { formatSocketAddress } from '@ambient/dataplane';
 import type { ChosenEndpoint, UpstreamTarget } from './types.js';
 
 /** Istio's host_selection_retry_max_attempts. */
-export const HOST_SELECTION_RETRY_MAX_ATTEMPTS = 5;
+const HOST_SELECTION_RETRY_MAX_ATTEMPTS = 5;
 
 /** How the waypoint reaches an endpoint: HBONE to its ztunnel, or plain TCP for a workload outside the mesh. */
-export type EndpointTransport = 'hbone' | 'plaintext';
+type EndpointTransport = 'hbone' | 'plaintext';
 
 export interface Candidate {
   readonly endpoint: ChosenEndpoint;
@@ -108,7 +108,7 @@ function sameLocal(a: LocalInfo, b: LocalInfo): boolean {
 }
 
 /** Pure: the candidates of `endpoints` for the target (see the module comment for the rules). */
-export function buildCandidates(endpoints: readonly ServiceEndpoint[], target: UpstreamTarget, local: LocalInfo): CandidateSet {
+function buildCandidates(endpoints: readonly ServiceEndpoint[], target: UpstreamTarget, local: LocalInfo): CandidateSet {
   const { service, servicePort } = target;
   const name = `${service.namespace}/${service.hostname}`;
   const port = service.ports.find((p) => p.servicePort === servicePort);

@@ -49,10 +49,10 @@ import { ReplayableBody } from './request-body.js';
 import type { ChosenEndpoint, ForwardOptions, ForwardOutcome, RawHeaders, UpstreamRequest, UpstreamTarget } from './types.js';
 
 /** Envoy's per_connection_buffer_limit_bytes default, which bounds the retry buffer (1 MiB). */
-export const DEFAULT_RETRY_BUFFER_LIMIT_BYTES = 1024 * 1024;
+const DEFAULT_RETRY_BUFFER_LIMIT_BYTES = 1024 * 1024;
 
-export const ATTEMPT_COUNT_HEADER = 'x-envoy-attempt-count';
-export const EXPECTED_TIMEOUT_HEADER = 'x-envoy-expected-rq-timeout-ms';
+const ATTEMPT_COUNT_HEADER = 'x-envoy-attempt-count';
+const EXPECTED_TIMEOUT_HEADER = 'x-envoy-expected-rq-timeout-ms';
 
 export interface ForwarderOptions {
   /** The current workload-discovery snapshot (taken once per attempt). */
