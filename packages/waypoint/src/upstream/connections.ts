@@ -309,6 +309,7 @@ export class UpstreamConnections {
         throw new UpstreamResetError('local connection failure', 'the upstream connections are closed');
       }
       this.#tunnelsOpened++;
+      if (candidate.transport === 'hbone') writeBuffersOnly(stream);
       this.#tunnels.add(stream);
       stream.once('close', () => this.#tunnels.delete(stream));
       return stream;
@@ -785,6 +786,32 @@ function failedAttempt(error: UpstreamResetError): Attempt {
 
 // ---------------------------------------------------------------------------
 // Pure helpers
+
+/**
+ * Makes an HTTP/2 stream (an HBONE tunnel) receive only Buffers. Node 20's
+ * Http2Stream corrupts the first bytes of string chunks written with writev
+ * when nghttp2 sends them later than the write call returns (seen with
+ * node:http's corked header + '' writes: the status line or request line
+ * arrives as garbage), so strings are encoded here first. Buffers pass
+ * through untouched.
+ */
+export function writeBuffersOnly(stream: Duplex): void {
+  type Chunk = { chunk: unknown; encoding: BufferEncoding | 'buffer' };
+  const s = stream as Duplex & {
+    _write(chunk: unknown, encoding: BufferEncoding | 'buffer', cb: (err?: Error | null) => void): void;
+    _writev?: ((chunks: Chunk[], cb: (err?: Error | null) => void) => void) | null;
+  };
+  const write = s._write.bind(s);
+  s._write = (chunk, encoding, cb) => write(typeof chunk === 'string' ? Buffer.from(chunk, encoding as BufferEncoding) : chunk, 'buffer', cb);
+  const writev = s._writev?.bind(s);
+  if (writev !== undefined) {
+    s._writev = (chunks, cb) => {
+      const out = chunks.map((c) => (typeof c.chunk === 'string' ? { chunk: Buffer.from(c.chunk, c.encoding as BufferEncoding), encoding: 'buffer' as const } : c)) as Chunk[] & { allBuffers?: boolean };
+      out.allBuffers = true;
+      writev(out, cb);
+    };
+  }
+}
 
 function deferred<T>(): { promise: Promise<T>; resolve: (v: T) => void } {
   let resolve!: (v: T) => void;

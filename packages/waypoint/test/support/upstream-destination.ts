@@ -31,7 +31,7 @@ import {
 import { aService, aServiceRef, aWorkload } from '@ambient/control/testing';
 import { HbonePool, HboneServer, hboneDialer, nodeSocketFactory, type ConnectRequest } from '@ambient/dataplane';
 import { id, newCa, workloadCert } from '@ambient/dataplane/testing';
-import { UpstreamConnections, type ConnectionLimits } from '../../src/upstream/connections.js';
+import { UpstreamConnections, writeBuffersOnly, type ConnectionLimits } from '../../src/upstream/connections.js';
 import { Forwarder } from '../../src/upstream/forwarder.js';
 import type { RetryPolicy } from '../../src/routing/types.js';
 import type { LocalInfo } from '../../src/upstream/endpoints.js';
@@ -276,6 +276,8 @@ async function startZtunnel(ep: Endpoint, clock: Clock, cleanup: Array<() => unk
       ep.open.add(tunnel);
       tunnel.once('close', () => ep.open.delete(tunnel));
       tunnel.on('error', () => undefined);
+      // node:http writes strings; Node 20's Http2Stream can corrupt them (see writeBuffersOnly).
+      writeBuffersOnly(tunnel);
       if ((ep.spec.backend ?? 'http1') === 'h2c') h2.emit('connection', tunnel);
       else h1.emit('connection', tunnel);
     },
@@ -288,7 +290,7 @@ async function startZtunnel(ep: Endpoint, clock: Clock, cleanup: Array<() => unk
   });
   server.attach(listener);
   cleanup.push(async () => {
-    server.close();
+    await server.close();
     for (const t of ep.open) t.destroy();
     await new Promise<void>((resolve) => listener.close(() => resolve()));
     h1.closeAllConnections();
