@@ -44,7 +44,7 @@
  */
 import http, { type ClientRequest, type ClientRequestArgs, type IncomingMessage } from 'node:http';
 import http2, { type ClientHttp2Session, type ClientHttp2Stream, type IncomingHttpHeaders, type IncomingHttpStatusHeader, type OutgoingHttpHeaders } from 'node:http2';
-import type { Duplex, Readable, Writable } from 'node:stream';
+import { PassThrough, type Duplex, type Readable, type Writable } from 'node:stream';
 import { identityEquals, identityToString, settleWithin, type Clock, type Identity, type Logger, type Snapshot, type Timer } from '@ambient/control';
 import { describeError, ProxyError, type HbonePool, type PoolKey, type SocketFactory } from '@ambient/dataplane';
 import type { Candidate } from './endpoints.js';
@@ -142,6 +142,8 @@ export interface AttemptRequest {
   readonly headers: RawHeaders;
   readonly protocol: 'http1' | 'http2';
   readonly hasBody: boolean;
+  /** An HTTP/1.1 Upgrade request: a 101 hands over the connection as `upgraded`. */
+  readonly upgrade?: boolean;
 }
 
 export interface AttemptResponse {
@@ -149,6 +151,8 @@ export interface AttemptResponse {
   readonly headers: RawHeaders;
   readonly body: Readable;
   readonly trailers: Promise<RawHeaders>;
+  /** After a 101 to an upgrade request: the connection, which left the pool (the attempt is done when it closes). */
+  readonly upgraded?: Duplex;
 }
 
 export interface Attempt {
@@ -262,6 +266,12 @@ class TunnelAgent extends http.Agent {
 
   idleCount(): number {
     return this.freeSockets[this.getName(AGENT_REQUEST)]?.length ?? 0;
+  }
+
+  /** Cancels every idle timer (the agent is being destroyed). */
+  cancelIdleTimers(): void {
+    for (const t of this.#idle.values()) t.cancel();
+    this.#idle.clear();
   }
 
   destroyIdle(): void {
@@ -406,7 +416,7 @@ export class UpstreamConnections {
     });
     state.active++;
     this.#active++;
-    const attempt = request.protocol === 'http2' ? this.#startH2(state, request, tracked) : this.#startH1(state, request, tracked);
+    const attempt = request.protocol === 'http2' && request.upgrade !== true ? this.#startH2(state, request, tracked) : this.#startH1(state, request, tracked);
     if (attempt === undefined) return tracked.fail(new UpstreamResetError('overflow', `${this.#limits.maxPendingRequestsPerEndpoint} requests already wait for a connection to ${candidate.endpoint.address}`));
     return attempt;
   }
@@ -491,6 +501,16 @@ export class UpstreamConnections {
       res.on('error', () => trailers.resolve([]));
       tracked.respond({ status: res.statusCode ?? 0, headers: pairs(res.rawHeaders), body: res, trailers: trailers.promise }, res);
     });
+    if (request.upgrade === true) {
+      // node:http hands a 101 over as 'upgrade' and takes the connection out of the Agent.
+      req.once('upgrade', (res: IncomingMessage, socket: Duplex, head: Buffer) => {
+        if (head.length > 0) socket.unshift(head);
+        socket.once('close', () => tracked.finish());
+        const body = new PassThrough();
+        body.end();
+        tracked.respond({ status: res.statusCode ?? 101, headers: pairs(res.rawHeaders), body, trailers: Promise.resolve([]), upgraded: socket }, socket);
+      });
+    }
     if (!request.hasBody) req.end();
     return req;
   }
@@ -708,6 +728,7 @@ export class UpstreamConnections {
     for (const state of [...this.#states.values()]) {
       state.retired = true;
       for (const w of state.waiters.splice(0)) w.fail(new UpstreamResetError('local connection failure', 'the upstream connections are closed'));
+      state.agent?.cancelIdleTimers();
       state.agent?.destroy();
       for (const conn of [...state.h2]) {
         conn.idleTimer?.cancel();

@@ -18,6 +18,10 @@
  *    ztunnel's ranking with the waypoint's own workload as the source —
  *    Strict keeps only full matches, other modes the best rank present.
  *
+ * Workload-addressed traffic (`target.workload`, Istio's `encap` cluster)
+ * has exactly that workload as its candidate, without health or locality
+ * filters.
+ *
  * The pick (Envoy's LEAST_REQUEST with its defaults, choice_count 2, active
  * request bias 1): with equal weights, two random candidates (with
  * replacement), the one with fewer active requests, the first on a tie; with
@@ -83,8 +87,16 @@ interface CacheEntry {
 
 const cache = new WeakMap<readonly ServiceEndpoint[], WeakMap<Service, Map<number, CacheEntry>>>();
 
-/** The candidate endpoints of a service port in one snapshot. */
+const pinnedCache = new WeakMap<Workload, WeakMap<Service, Map<number, CacheEntry>>>();
+
+/**
+ * The candidate endpoints of a service port in one snapshot. With
+ * `target.workload` (workload-addressed traffic) the one candidate is that
+ * workload as the snapshot has it now, whatever its health, on the target
+ * port the service maps for it.
+ */
 export function resolveCandidates(snapshot: Snapshot, target: UpstreamTarget, local: LocalInfo): CandidateSet {
+  if (target.workload !== undefined) return resolvePinned(snapshot, target, target.workload, local);
   const endpoints = snapshot.endpoints(serviceKey(target.service));
   let byService = cache.get(endpoints);
   if (byService === undefined) {
@@ -103,17 +115,40 @@ export function resolveCandidates(snapshot: Snapshot, target: UpstreamTarget, lo
   return set;
 }
 
+function resolvePinned(snapshot: Snapshot, target: UpstreamTarget, pinned: Workload, local: LocalInfo): CandidateSet {
+  const wl = snapshot.workload(pinned.uid) ?? pinned;
+  let byService = pinnedCache.get(wl);
+  if (byService === undefined) {
+    byService = new WeakMap();
+    pinnedCache.set(wl, byService);
+  }
+  let byPort = byService.get(target.service);
+  if (byPort === undefined) {
+    byPort = new Map();
+    byService.set(target.service, byPort);
+  }
+  const hit = byPort.get(target.servicePort);
+  if (hit !== undefined && sameLocal(hit.local, local)) return hit.set;
+  const key = serviceKey(target.service);
+  const ports = new Map<number, number>();
+  for (const p of wl.services.find((ref) => ref.key === key)?.ports ?? []) ports.set(p.servicePort, p.targetPort);
+  const endpoint: ServiceEndpoint = { workloadUid: wl.uid, ports, workload: wl, status: wl.status };
+  const set = buildCandidates([endpoint], target, local, true);
+  byPort.set(target.servicePort, { local, set });
+  return set;
+}
+
 function sameLocal(a: LocalInfo, b: LocalInfo): boolean {
   return a === b || (a.network === b.network && a.workload === b.workload);
 }
 
-/** Pure: the candidates of `endpoints` for the target (see the module comment for the rules). */
-function buildCandidates(endpoints: readonly ServiceEndpoint[], target: UpstreamTarget, local: LocalInfo): CandidateSet {
+/** Pure: the candidates of `endpoints` for the target (see the module comment); `pinned`: no health or locality filter. */
+function buildCandidates(endpoints: readonly ServiceEndpoint[], target: UpstreamTarget, local: LocalInfo, pinned = false): CandidateSet {
   const { service, servicePort } = target;
   const name = `${service.namespace}/${service.hostname}`;
   const port = service.ports.find((p) => p.servicePort === servicePort);
   if (port === undefined) return { kind: 'none', reason: `service ${name} has no port ${servicePort}` };
-  const allowUnhealthy = service.loadBalancing?.healthPolicy === 'AllowAll';
+  const allowUnhealthy = pinned || service.loadBalancing?.healthPolicy === 'AllowAll';
   const sans = serviceSanIdentities(service);
   const usable: Candidate[] = [];
   for (const ep of endpoints) {
@@ -139,7 +174,7 @@ function buildCandidates(endpoints: readonly ServiceEndpoint[], target: Upstream
     });
   }
   if (usable.length === 0) return { kind: 'none', reason: `service ${name} has no healthy endpoint for port ${servicePort}` };
-  const ranked = rankByLocality(usable, service, local.workload);
+  const ranked = pinned ? usable : rankByLocality(usable, service, local.workload);
   if (ranked.length === 0) {
     const prefs = service.loadBalancing?.routingPreference ?? [];
     return { kind: 'none', reason: `service ${name} has no endpoint matching its strict routing preference (${prefs.join(', ')})` };

@@ -17,16 +17,14 @@
  *    (Envoy: "until the upstream response has been completely processed");
  *    the per-try timeout (ignored when ≥ the route timeout) covers one
  *    attempt until its response headers;
- * 4. an outcome is retried when the policy says so and retries remain and
- *    the body can be replayed: connect failures (`connect-failure`), resets
- *    (`reset`, `reset-before-request` while nothing was sent, `5xx`,
- *    `gateway-error`, `refused-stream` for REFUSED_STREAM), response codes
- *    (`5xx`, `gateway-error`, `retriable-4xx`, `retriable-status-codes`),
- *    gRPC statuses in the response headers (`cancelled`,
- *    `deadline-exceeded`, `internal`, `resource-exhausted`, `unavailable`); a
- *    per-try timeout counts as a local reset; overflow is never retried.
- *    Between attempts: Envoy's fully jittered backoff (base 25 ms, max 10×);
- *    a retriable outcome with no retries left is passed on with URX;
+ * 4. after each attempt routing/retry.ts decides (Envoy's RetryStateImpl):
+ *    connect failures, resets (REFUSED_STREAM, before the request was sent),
+ *    per-try timeouts, response codes and gRPC statuses in the response
+ *    headers are retried as the policy's retryOn says, after Envoy's fully
+ *    jittered backoff (base 25 ms, max 10×), while retries remain and the
+ *    body can be replayed; a retriable outcome with no retries left is
+ *    passed on with URX; overflow is never retried; a backoff that would
+ *    outlast the route timeout waits for it (UT);
  * 5. the response is streamed (never buffered) with its trailers; aborting
  *    the downstream signal cancels whatever is in flight (DC).
  *
@@ -34,13 +32,13 @@
  * the outcome. Mid-response failures surface as errors of the response body;
  * `bodyErrorOf` turns one into the L7Error to record.
  *
- * The retry decisions (which outcome a policy retries, the backoff) are in
- * the "retry decisions" section below, written against routing/types.ts
- * RetryPolicy; they are to move to routing/retry.ts when that lands.
+ * Which outcomes a policy retries, the backoff and the retry budget are
+ * routing/retry.ts's pure decideRetry; this module drives it with the Clock.
  */
 import type { Duplex } from 'node:stream';
 import type { Clock, Logger, Random, Snapshot, Timer } from '@ambient/control';
 import { L7Error, type L7ErrorCode } from '../serve/errors.js';
+import { decideRetry, type AttemptOutcome, type RetryDecision } from '../routing/retry.js';
 import type { RetryPolicy } from '../routing/types.js';
 import type { EnvoyResponseFlag } from '../telemetry/types.js';
 import { UpstreamResetError, type Attempt, type AttemptResponse, type ResetReason, type UpstreamConnections } from './connections.js';
@@ -75,6 +73,7 @@ export class Forwarder {
   readonly #o: ForwarderOptions;
   readonly #picker: EndpointPicker;
   readonly #bufferLimit: number;
+  #reconciled: Snapshot | undefined;
 
   constructor(options: ForwarderOptions) {
     this.#o = options;
@@ -86,8 +85,21 @@ export class Forwarder {
     });
   }
 
+  /**
+   * When discovery moved on since the last request, retire the connections
+   * of endpoints that left it (the composition root may also call
+   * connections.reconcile on every store change, which closes them sooner).
+   */
+  #reconcile(): void {
+    const snapshot = this.#o.snapshot();
+    if (snapshot === this.#reconciled) return;
+    this.#reconciled = snapshot;
+    this.#o.connections.reconcile(snapshot);
+  }
+
   /** Sends `req` to an endpoint of `target` with the route's retries and timeouts. */
   forward(req: UpstreamRequest, target: UpstreamTarget, options: ForwardOptions): Promise<ForwardOutcome> {
+    this.#reconcile();
     return new Exchange(this.#o, this.#picker, this.#bufferLimit, req, target, options).run();
   }
 
@@ -96,6 +108,7 @@ export class Forwarder {
    * connect attempt). UH when there is no endpoint, UF when it fails.
    */
   async openTcp(target: UpstreamTarget, signal?: AbortSignal): Promise<TcpOutcome> {
+    this.#reconcile();
     const set = resolveCandidates(this.#o.snapshot(), target, this.#o.local());
     if (set.kind === 'none') return { kind: 'failure', error: new L7Error('NO_HEALTHY_UPSTREAM', set.reason), endpoint: undefined };
     const candidate = this.#picker.pick(set);
@@ -143,10 +156,7 @@ class Exchange {
   readonly #globalMs: number;
   readonly #perTryMs: number;
   readonly #body: ReplayableBody | undefined;
-  readonly #retryOn: RetryOn;
-  readonly #backoff: Backoff;
   readonly #attempted = new Set<string>();
-  #retriesLeft: number;
   #attempts = 0;
   #firstAttemptAt = 0;
   #completeAt: number | undefined;
@@ -169,10 +179,7 @@ class Exchange {
     this.#globalMs = Math.max(0, options.timeoutMs);
     const perTry = Math.max(0, options.retry.perTryTimeoutMs);
     this.#perTryMs = this.#globalMs > 0 && perTry >= this.#globalMs ? 0 : perTry;
-    this.#retriesLeft = Math.max(0, Math.floor(options.retry.numRetries));
-    this.#retryOn = parseRetryOn(options.retry);
-    this.#backoff = new Backoff(options.retry.backoffBaseMs, o.random);
-    this.#body = req.body === undefined ? undefined : new ReplayableBody(req.body, this.#retriesLeft > 0 ? bufferLimit : 0);
+    this.#body = req.body === undefined ? undefined : new ReplayableBody(req.body, options.retry.numRetries > 0 ? bufferLimit : 0);
   }
 
   async run(): Promise<ForwardOutcome> {
@@ -211,6 +218,7 @@ class Exchange {
         headers: this.#attemptHeaders(),
         protocol: this.#req.protocol,
         hasBody: this.#body !== undefined,
+        upgrade: this.#req.upgrade === 'websocket',
       });
       this.#current = attempt;
       this.#currentCandidate = candidate;
@@ -228,66 +236,90 @@ class Exchange {
 
       if (waited.kind === 'response') {
         const { response } = waited;
-        const wouldRetry = wouldRetryResponse(this.#retryOn, this.#policy, response);
-        if (wouldRetry && this.#mayRetry()) {
+        const next = this.#decide({ kind: 'response', status: response.status, grpcStatus: grpcStatusOf(response.headers), rateLimited: hasHeader(response.headers, 'x-envoy-ratelimited') });
+        if (next.kind === 'retry') {
           attempt.cancel();
           this.#body?.detach();
           this.#o.log.debug({ endpoint: candidate.endpoint.address, status: response.status, attempt: this.#attempts }, 'retrying after a retriable response');
-          if (!(await this.#backoffThenContinue())) return this.#interrupted();
+          if (!(await this.#sleep(next.delayMs))) return this.#interrupted();
           continue;
         }
-        const limit = wouldRetry && this.#retriesLeft === 0 && this.#body?.canReplay !== false;
-        return this.#respond(candidate, response, limit ? ['URX'] : []);
+        if (next.kind === 'timeout') {
+          attempt.cancel();
+          await this.#sleep(Number.POSITIVE_INFINITY);
+          return this.#interrupted();
+        }
+        return this.#respond(candidate, response, next.retryLimitExceeded ? ['URX'] : []);
       }
 
       if (waited.kind === 'reset') {
         const { error } = waited;
         this.#body?.detach();
-        const wouldRetry = error.reason !== 'overflow' && wouldRetryReset(this.#retryOn, error.reason, attempt.started);
-        if (wouldRetry && this.#mayRetry()) {
+        const next = error.reason === 'overflow' ? FINAL : this.#decide(resetOutcome(error.reason, attempt.started));
+        if (next.kind === 'retry') {
           this.#o.log.debug({ endpoint: candidate.endpoint.address, reason: error.reason, attempt: this.#attempts, err: error.message }, 'retrying after an upstream reset');
-          if (!(await this.#backoffThenContinue())) return this.#interrupted();
+          if (!(await this.#sleep(next.delayMs))) return this.#interrupted();
           continue;
         }
-        return this.#fail(resetError(error, { retried: this.#attempts > 1, limit: wouldRetry && this.#retriesLeft === 0 && this.#body?.canReplay !== false }));
+        if (next.kind === 'timeout') {
+          await this.#sleep(Number.POSITIVE_INFINITY);
+          return this.#interrupted();
+        }
+        return this.#fail(resetError(error, { retried: this.#attempts > 1, limit: next.retryLimitExceeded }));
       }
 
       // Interrupted while waiting for the headers.
       attempt.cancel();
       this.#body?.detach();
       if (waited.why === 'per-try') {
-        const wouldRetry = wouldRetryReset(this.#retryOn, 'local reset', attempt.started);
-        if (wouldRetry && this.#mayRetry()) {
+        const next = this.#decide({ kind: 'per-try-timeout' });
+        if (next.kind === 'retry') {
           this.#o.log.debug({ endpoint: candidate.endpoint.address, attempt: this.#attempts }, 'retrying after the per-try timeout');
-          if (!(await this.#backoffThenContinue())) return this.#interrupted();
+          if (!(await this.#sleep(next.delayMs))) return this.#interrupted();
           continue;
+        }
+        if (next.kind === 'timeout') {
+          await this.#sleep(Number.POSITIVE_INFINITY);
+          return this.#interrupted();
         }
         return this.#fail(new L7Error('UPSTREAM_PER_TRY_TIMEOUT', `no response from ${candidate.endpoint.address} within the per-try timeout of ${this.#perTryMs} ms`, {
           retried: this.#attempts > 1,
-          retryLimitExceeded: wouldRetry && this.#retriesLeft === 0 && this.#body?.canReplay !== false,
+          retryLimitExceeded: next.retryLimitExceeded,
         }));
       }
       return this.#interrupted();
     }
   }
 
-  #mayRetry(): boolean {
-    return this.#retriesLeft > 0 && this.#body?.canReplay !== false;
+  /**
+   * routing/retry.ts decides; a body that can no longer be replayed ends
+   * retrying altogether (Envoy drops its retry state then, so no URX either);
+   * upgrades are not retried (the contract).
+   */
+  #decide(outcome: AttemptOutcome): RetryDecision {
+    if (this.#body?.canReplay === false || this.#req.upgrade !== undefined) return FINAL;
+    let remainingMs: number | undefined;
+    if (this.#globalMs > 0 && this.#completeAt !== undefined) remainingMs = this.#globalMs - (this.#o.clock.monotonic() - this.#completeAt);
+    return decideRetry({ policy: this.#policy, retriesDone: this.#attempts - 1, outcome, remainingMs, random: this.#o.random });
   }
 
-  /** Waits the backoff; false when the route timeout or the downstream ended the request meanwhile. */
-  async #backoffThenContinue(): Promise<boolean> {
-    this.#retriesLeft--;
-    const delay = this.#backoff.next();
+  /**
+   * Waits `ms` (a backoff; Infinity: until the route timeout fires); false
+   * when the route timeout or the downstream ended the request meanwhile.
+   */
+  async #sleep(ms: number): Promise<boolean> {
     if (this.#terminal !== undefined) return false;
-    if (delay <= 0) return true;
+    if (ms <= 0) return true;
     const why = await new Promise<Interrupt | 'done'>((resolve) => {
-      const timer = this.#o.clock.setTimer(delay, () => {
-        this.#wake = undefined;
-        resolve('done');
-      });
+      const timer = Number.isFinite(ms)
+        ? this.#o.clock.setTimer(ms, () => {
+            this.#wake = undefined;
+            resolve('done');
+          })
+        : undefined;
       this.#wake = (w) => {
-        timer.cancel();
+        if (w === 'per-try') return;
+        timer?.cancel();
         this.#wake = undefined;
         resolve(w);
       };
@@ -395,6 +427,7 @@ class Exchange {
         endpoint: candidate.endpoint,
         serviceTimeMs: Math.max(0, Math.round(now - from)),
         attempts: this.#attempts,
+        ...(response.upgraded === undefined ? {} : { upgraded: response.upgraded }),
       },
       flags,
     };
@@ -446,100 +479,31 @@ function resetError(err: UpstreamResetError, o: { retried: boolean; limit: boole
 }
 
 // ---------------------------------------------------------------------------
-// Retry decisions (Envoy RetryStateImpl), to move to routing/retry.ts
+// Attempt outcomes in routing/retry.ts's terms
 
-interface RetryOn {
-  readonly fiveXx: boolean;
-  readonly gatewayError: boolean;
-  readonly reset: boolean;
-  readonly resetBeforeRequest: boolean;
-  readonly connectFailure: boolean;
-  readonly retriable4xx: boolean;
-  readonly refusedStream: boolean;
-  readonly retriableStatusCodes: boolean;
-  readonly envoyRateLimited: boolean;
-  /** gRPC statuses retried when they come in the response headers. */
-  readonly grpc: ReadonlySet<number>;
+const FINAL: RetryDecision = { kind: 'final', retryLimitExceeded: false };
+
+function resetOutcome(reason: ResetReason, started: boolean): AttemptOutcome {
+  if (reason === 'local connection failure' || reason === 'remote connection failure' || reason === 'connection timeout') return { kind: 'connect-failure' };
+  return { kind: 'reset', refusedStream: reason === 'remote refused stream reset', requestSent: started };
 }
 
-const GRPC_ON: Readonly<Record<string, number>> = { cancelled: 1, 'deadline-exceeded': 4, 'resource-exhausted': 8, internal: 13, unavailable: 14 };
-
-const parsedRetryOn = new WeakMap<RetryPolicy, RetryOn>();
-
-function parseRetryOn(policy: RetryPolicy): RetryOn {
-  const hit = parsedRetryOn.get(policy);
-  if (hit !== undefined) return hit;
-  const on = new Set(policy.retryOn.map((s) => s.trim().toLowerCase()));
-  const grpc = new Set<number>();
-  for (const [name, code] of Object.entries(GRPC_ON)) if (on.has(name)) grpc.add(code);
-  const parsed: RetryOn = {
-    fiveXx: on.has('5xx'),
-    gatewayError: on.has('gateway-error'),
-    reset: on.has('reset'),
-    resetBeforeRequest: on.has('reset-before-request'),
-    connectFailure: on.has('connect-failure'),
-    retriable4xx: on.has('retriable-4xx'),
-    refusedStream: on.has('refused-stream'),
-    retriableStatusCodes: on.has('retriable-status-codes'),
-    envoyRateLimited: on.has('envoy-ratelimited'),
-    grpc,
-  };
-  parsedRetryOn.set(policy, parsed);
-  return parsed;
-}
-
-function headerValue(headers: RawHeaders, name: string): string | undefined {
-  for (const [n, v] of headers) if (n.toLowerCase() === name) return v;
-  return undefined;
-}
-
-/** Envoy wouldRetryFromHeaders. */
-function wouldRetryResponse(on: RetryOn, policy: RetryPolicy, response: AttemptResponse): boolean {
-  if (headerValue(response.headers, 'x-envoy-ratelimited') !== undefined) return on.envoyRateLimited;
-  const status = response.status;
-  if (on.fiveXx && status >= 500 && status <= 599) return true;
-  if (on.gatewayError && (status === 502 || status === 503 || status === 504)) return true;
-  if (on.retriable4xx && status === 409) return true;
-  if (on.retriableStatusCodes && policy.retriableStatusCodes.includes(status)) return true;
-  if (on.grpc.size > 0) {
-    const grpc = headerValue(response.headers, 'grpc-status');
-    if (grpc !== undefined && /^[0-9]+$/.test(grpc.trim()) && on.grpc.has(Number(grpc.trim()))) return true;
-  }
+function hasHeader(headers: RawHeaders, name: string): boolean {
+  for (const [n] of headers) if (n.length === name.length && n.toLowerCase() === name) return true;
   return false;
 }
 
-/** Envoy wouldRetryFromReset (`started`: bytes of the request reached the upstream). */
-function wouldRetryReset(on: RetryOn, reason: ResetReason, started: boolean): boolean {
-  if (reason === 'overflow') return false;
-  if (reason === 'local connection failure' || reason === 'remote connection failure' || reason === 'connection timeout') return on.connectFailure;
-  if (on.resetBeforeRequest && !started) return true;
-  if (on.reset || on.fiveXx || on.gatewayError) return true;
-  return on.refusedStream && reason === 'remote refused stream reset';
-}
-
-/**
- * Envoy's JitteredExponentialBackOffStrategy: retry n waits a random time in
- * [0, (2^n − 1) · base), the range growing until it passes 10 × base, each
- * wait at most 10 × base.
- */
-class Backoff {
-  readonly #base: number;
-  readonly #max: number;
-  readonly #random: Random;
-  #step = 1;
-
-  constructor(baseMs: number, random: Random) {
-    this.#base = Math.max(0, baseMs);
-    this.#max = this.#base * 10;
-    this.#random = random;
+/** grpc-status in the response headers (a trailers-only response), as Envoy's getGrpcStatus reads it. */
+function grpcStatusOf(headers: RawHeaders): number | undefined {
+  for (const [n, v] of headers) {
+    if (n.length !== 11 || n.toLowerCase() !== 'grpc-status') continue;
+    const text = v.trim();
+    if (text === '' || text.length > 10) return undefined;
+    for (let i = 0; i < text.length; i++) {
+      const c = text.charCodeAt(i);
+      if (c < 48 || c > 57) return undefined;
+    }
+    return Number(text);
   }
-
-  next(): number {
-    if (this.#base === 0) return 0;
-    const range = (2 ** this.#step - 1) * this.#base;
-    if (range <= this.#max) this.#step++;
-    const r = this.#random();
-    const jitter = Math.floor((Number.isFinite(r) && r > 0 && r < 1 ? r : 0) * range);
-    return Math.min(jitter, this.#max);
-  }
+  return undefined;
 }

@@ -31,9 +31,9 @@ export interface UpstreamRequest {
   /** True for gRPC (trailers, grpc-status, retry on gRPC statuses). */
   readonly grpc: boolean;
   /**
-   * (Asked for by serve/: not implemented upstream yet.) A WebSocket upgrade:
-   * send the Upgrade/Connection headers (they are in `headers`), no retries;
-   * a 101 answer comes back with `upgraded`.
+   * A WebSocket upgrade: HTTP/1.1 whatever `protocol` says, the
+   * Upgrade/Connection headers (they are in `headers`) sent as they are, no
+   * retries; a 101 answer comes back with `upgraded`.
    */
   readonly upgrade?: 'websocket' | undefined;
 }
@@ -60,7 +60,7 @@ export interface UpstreamResponse {
   readonly serviceTimeMs: number;
   /** Attempts made (x-envoy-attempt-count of the last one). */
   readonly attempts: number;
-  /** (Asked for by serve/.) After a 101 to an `upgrade` request: the upgraded connection to relay. */
+  /** After a 101 to an `upgrade` request: the upgraded connection to relay (bytes the backend sent after the 101 first). */
   readonly upgraded?: Duplex | undefined;
 }
 
@@ -68,7 +68,7 @@ export interface UpstreamTarget {
   readonly service: Service;
   readonly servicePort: number;
   /**
-   * (Asked for by serve/: not implemented upstream yet.) Workload-addressed
+   * Workload-addressed
    * traffic (CONNECT authority podIP:port of a workload bound to this
    * waypoint, Istio's `encap` cluster): this workload is the only candidate,
    * on the target port `service`'s port maps to for it.

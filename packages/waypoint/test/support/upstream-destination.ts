@@ -70,6 +70,8 @@ export interface EndpointSpec {
   /** Do not start a ztunnel at all (connect refused). */
   readonly down?: boolean;
   readonly status?: Workload['status'];
+  /** Outside the mesh (tunnel protocol TCP): a plain HTTP/1.1 server on ip:targetPort, no ztunnel. */
+  readonly plaintext?: boolean;
   readonly capacity?: number;
 }
 
@@ -90,6 +92,8 @@ export interface Endpoint {
   connections: number;
   h1: H1Handler | undefined;
   h2: H2Handler | undefined;
+  /** HTTP/1.1 Upgrade requests (default: the connection is closed). */
+  upgrade: ((req: IncomingMessage, socket: Duplex, head: Buffer) => void) | undefined;
   /** Open tunnels (server side), to reset or end them. */
   readonly open: Set<Duplex>;
 }
@@ -148,6 +152,7 @@ export function endpointWorkload(spec: EndpointSpec, servicePort: number, target
     services: [aServiceRef(`apps/${SERVICE_HOST}`, [[servicePort, targetPort]])],
     status: spec.status ?? 'Healthy',
     capacity: spec.capacity ?? 1,
+    protocol: spec.plaintext === true ? 'TCP' : 'HBONE',
   });
 }
 
@@ -169,10 +174,12 @@ export async function startMesh(o: MeshOptions, cleanup: Array<() => unknown>): 
       connections: 0,
       h1: undefined,
       h2: undefined,
+      upgrade: undefined,
       open: new Set(),
     };
     endpoints.push(ep);
-    if (spec.down !== true) await startZtunnel(ep, clock, cleanup);
+    if (spec.plaintext === true) await startPlainBackend(ep, targetPort, cleanup);
+    else if (spec.down !== true) await startZtunnel(ep, clock, cleanup);
   }
   const store = createStore();
   await store.applyAddresses({
@@ -250,6 +257,12 @@ async function startZtunnel(ep: Endpoint, clock: Clock, cleanup: Array<() => unk
       else echoH1(req, res, body, ep);
     });
   });
+  h1.on('upgrade', (req: IncomingMessage, socket: Duplex, head: Buffer) => {
+    ep.requests++;
+    ep.seen.push({ ...req.headers, ':path': req.url });
+    if (ep.upgrade !== undefined) ep.upgrade(req, socket, head);
+    else socket.destroy();
+  });
   const h2 = http2.createServer();
   h2.on('stream', (stream, headers) => {
     stream.on('error', () => undefined);
@@ -296,6 +309,27 @@ async function startZtunnel(ep: Endpoint, clock: Clock, cleanup: Array<() => unk
     h1.closeAllConnections();
     h1.close();
     h2.close();
+  });
+}
+
+async function startPlainBackend(ep: Endpoint, port: number, cleanup: Array<() => unknown>): Promise<void> {
+  const server = http.createServer((req, res) => {
+    const chunks: Buffer[] = [];
+    req.on('data', (c: Buffer) => chunks.push(c));
+    req.on('end', () => {
+      ep.requests++;
+      ep.seen.push({ ...req.headers, ':path': req.url });
+      echoH1(req, res, Buffer.concat(chunks), ep);
+    });
+  });
+  server.on('connection', () => ep.connections++);
+  await new Promise<void>((resolve, reject) => {
+    server.once('error', reject);
+    server.listen(port, ep.spec.ip, () => resolve());
+  });
+  cleanup.push(async () => {
+    server.closeAllConnections();
+    await new Promise<void>((resolve) => server.close(() => resolve()));
   });
 }
 

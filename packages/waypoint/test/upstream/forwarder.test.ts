@@ -7,6 +7,7 @@
  * abort, overflow, endpoint removal and idle timeout, request body replay,
  * opaque TCP. Pod IPs: 127.0.90.x.
  */
+import { constants as http2constants } from 'node:http2';
 import { Readable } from 'node:stream';
 import { afterEach, describe, expect, it } from 'vitest';
 import { ManualClock } from '@ambient/control/testing';
@@ -523,5 +524,99 @@ describe('opaque TCP', () => {
     expect(down.kind === 'failure' && localReplyOf(down.error).flags).toEqual(['UF']);
     const none = await m.forwarder.openTcp({ service: m.service, servicePort: 81 });
     expect(none.kind === 'failure' && none.error.code).toBe('NO_HEALTHY_UPSTREAM');
+  });
+});
+
+describe('HTTP/2 resets', () => {
+  it('a REFUSED_STREAM reset is retried by default (refused-stream); another reset is UR, not retried', async () => {
+    newClock();
+    const m = await mesh([{ ...A, backend: 'h2c' }], { random: () => 0 });
+    const [a] = m.endpoints;
+    if (a === undefined) throw new Error('no endpoint');
+    a.h2 = (stream, headers) => {
+      if (headers[':path'] === '/refuse' && headers['x-envoy-attempt-count'] === '1') {
+        stream.close(http2constants.NGHTTP2_REFUSED_STREAM);
+        return;
+      }
+      if (headers[':path'] === '/reset') {
+        stream.close(http2constants.NGHTTP2_INTERNAL_ERROR);
+        return;
+      }
+      stream.respond({ ':status': 200 });
+      stream.end('ok');
+    };
+    const r = response(await send(m, request({ path: '/refuse', protocol: 'http2' })));
+    expect(r.attempts).toBe(2);
+    expect(await text(r)).toBe('ok');
+    const reset = await send(m, request({ path: '/reset', protocol: 'http2' }));
+    expect(reset.kind === 'failure' && reset.attempts).toBe(1);
+    expect(reset.kind === 'failure' && localReplyOf(reset.error)).toMatchObject({ status: 503, flags: ['UR'], details: 'upstream_reset_before_response_started{remote_reset}' });
+  });
+});
+
+describe('WebSocket upgrade', () => {
+  it('a 101 hands over the tunnel, bytes after the 101 first; the connection leaves the pool', async () => {
+    newClock();
+    const m = await mesh([A]);
+    const [a] = m.endpoints;
+    if (a === undefined) throw new Error('no endpoint');
+    a.upgrade = (_req, socket) => {
+      socket.write('HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\r\nwelcome;');
+      socket.on('data', (c: Buffer) => socket.write(`echo:${c.toString()};`));
+    };
+    const outcome = await send(m, request({ headers: [['connection', 'Upgrade'], ['upgrade', 'websocket'], ['sec-websocket-key', 'dGhlIHNhbXBsZSBub25jZQ==']], upgrade: 'websocket' }));
+    const r = response(outcome);
+    expect(r.status).toBe(101);
+    expect(r.headers).toContainEqual(['Upgrade', 'websocket']);
+    const upgraded = r.upgraded;
+    if (upgraded === undefined) throw new Error('no upgraded stream');
+    let got = '';
+    upgraded.on('data', (c: Buffer) => (got += c.toString()));
+    upgraded.write('ping');
+    await until(() => got === 'welcome;echo:ping;', 'the relayed bytes');
+    expect(a.seen[0]?.['upgrade']).toBe('websocket');
+    expect(m.connections.stats()).toMatchObject({ activeRequests: 1, http1IdleConnections: 0 });
+    upgraded.destroy();
+    await until(() => m.connections.stats().activeRequests === 0, 'the upgraded attempt to end');
+  });
+
+  it('an upgrade answered without 101 is a normal response, not retried', async () => {
+    newClock();
+    const m = await mesh([A]);
+    const [a] = m.endpoints;
+    if (a === undefined) throw new Error('no endpoint');
+    a.upgrade = (_req, socket) => socket.end('HTTP/1.1 503 Service Unavailable\r\nContent-Length: 4\r\nConnection: close\r\n\r\nnope');
+    const outcome = await send(m, request({ headers: [['connection', 'Upgrade'], ['upgrade', 'websocket']], upgrade: 'websocket' }), { retry: { ...DEFAULT_RETRY, retriableStatusCodes: [503] } });
+    const r = response(outcome);
+    expect(r.status).toBe(503);
+    expect(r.attempts).toBe(1);
+    expect(r.upgraded).toBeUndefined();
+    expect(await text(r)).toBe('nope');
+  });
+});
+
+describe('endpoint kinds', () => {
+  it('workload-addressed traffic goes only to that workload, even an unhealthy one', async () => {
+    newClock();
+    const m = await mesh([A, { ...B, status: 'Unhealthy' }], { random: () => 0 });
+    const [, b] = m.endpoints;
+    if (b === undefined) throw new Error('no endpoint');
+    for (let i = 0; i < 3; i++) {
+      const r = response(await m.forwarder.forward(request(), { service: m.service, servicePort: 80, workload: b.workload }, { retry: DEFAULT_RETRY, timeoutMs: 0, signal: new AbortController().signal }));
+      expect(r.endpoint.workload.name).toBe('b');
+      await text(r);
+    }
+    expect(b.requests).toBe(3);
+    expect(m.endpoints[0]?.requests).toBe(0);
+  });
+
+  it('a workload outside the mesh (tunnel protocol TCP) gets plain HTTP to podIP:targetPort', async () => {
+    newClock();
+    const m = await mesh([{ ...A, plaintext: true }]);
+    for (let i = 0; i < 2; i++) {
+      const r = response(await send(m));
+      expect((await json(r)).endpoint).toBe('a');
+    }
+    expect(m.endpoints[0]?.connections).toBe(1);
   });
 });
