@@ -20,7 +20,6 @@ import {
   createStore,
   serviceKey,
   type Clock,
-  type Identity,
   type LocalCertificateAuthority,
   type Logger,
   type Service,
@@ -33,6 +32,7 @@ import { HbonePool, HboneServer, hboneDialer, nodeSocketFactory, type ConnectReq
 import { id, newCa, workloadCert } from '@ambient/dataplane/testing';
 import { UpstreamConnections, writeBuffersOnly, type ConnectionLimits } from '../../src/upstream/connections.js';
 import { Forwarder } from '../../src/upstream/forwarder.js';
+import { DEFAULT_RETRY_POLICY, NO_RETRY_POLICY } from '../../src/routing/retry.js';
 import type { RetryPolicy } from '../../src/routing/types.js';
 import type { LocalInfo } from '../../src/upstream/endpoints.js';
 
@@ -69,6 +69,8 @@ export interface EndpointSpec {
   readonly backend?: Backend;
   /** Do not start a ztunnel at all (connect refused). */
   readonly down?: boolean;
+  /** Accept TCP on ip:15008 and never answer (the TLS handshake never completes). */
+  readonly blackhole?: boolean;
   readonly status?: Workload['status'];
   /** Outside the mesh (tunnel protocol TCP): a plain HTTP/1.1 server on ip:targetPort, no ztunnel. */
   readonly plaintext?: boolean;
@@ -179,6 +181,7 @@ export async function startMesh(o: MeshOptions, cleanup: Array<() => unknown>): 
     };
     endpoints.push(ep);
     if (spec.plaintext === true) await startPlainBackend(ep, targetPort, cleanup);
+    else if (spec.blackhole === true) await startBlackhole(ep, cleanup);
     else if (spec.down !== true) await startZtunnel(ep, clock, cleanup);
   }
   const store = createStore();
@@ -312,6 +315,24 @@ async function startZtunnel(ep: Endpoint, clock: Clock, cleanup: Array<() => unk
   });
 }
 
+async function startBlackhole(ep: Endpoint, cleanup: Array<() => unknown>): Promise<void> {
+  const held = new Set<net.Socket>();
+  const server = net.createServer((socket) => {
+    ep.connections++;
+    held.add(socket);
+    socket.on('error', () => undefined);
+    socket.once('close', () => held.delete(socket));
+  });
+  await new Promise<void>((resolve, reject) => {
+    server.once('error', reject);
+    server.listen(15008, ep.spec.ip, () => resolve());
+  });
+  cleanup.push(async () => {
+    for (const s of held) s.destroy();
+    await new Promise<void>((resolve) => server.close(() => resolve()));
+  });
+}
+
 async function startPlainBackend(ep: Endpoint, port: number, cleanup: Array<() => unknown>): Promise<void> {
   const server = http.createServer((req, res) => {
     const chunks: Buffer[] = [];
@@ -344,17 +365,8 @@ export function echoH2(stream: ServerHttp2Stream, headers: IncomingHttpHeaders, 
   stream.end(JSON.stringify({ endpoint: ep.spec.name, method: headers[':method'], path: headers[':path'], headers, body: body.toString() }));
 }
 
-/** Istio's default retry policy (§6.1, 1.24+). */
-export const DEFAULT_RETRY: RetryPolicy = {
-  numRetries: 2,
-  retryOn: ['connect-failure', 'refused-stream', 'unavailable', 'cancelled', 'retriable-status-codes'],
-  retriableStatusCodes: [],
-  backoffBaseMs: 25,
-  perTryTimeoutMs: 0,
-};
+/** Istio's default retry policy (§6.1, 1.24+), as routing/retry.ts has it. */
+export const DEFAULT_RETRY: RetryPolicy = DEFAULT_RETRY_POLICY;
 
-export const NO_RETRY: RetryPolicy = { ...DEFAULT_RETRY, numRetries: 0 };
-
-export function identityOf(uri: string): Identity {
-  return id(uri);
-}
+/** Istio's `attempts: 0` (routing/retry.ts NO_RETRY_POLICY): no retry policy at all. */
+export const NO_RETRY: RetryPolicy = NO_RETRY_POLICY;

@@ -374,6 +374,27 @@ describe('timeouts on the clock', () => {
     expect(last.kind === 'failure' && localReplyOf(last.error).flags).toEqual(['UT', 'URX']);
   });
 
+  it('connect timeout (meshConfig.connectTimeout): an endpoint that never completes the handshake is UF "connection timeout", retried elsewhere', async () => {
+    newClock();
+    const m = await mesh([{ ...A, blackhole: true }, B], { connectTimeoutMs: 1000, random: scripted([0, 0, 0, 0.9, 0.9], 0) });
+    const sent = send(m);
+    await until(() => m.endpoints[0]?.connections === 1, 'the TCP connection to the black hole');
+    await clock.advance(999);
+    expect(m.endpoints[1]?.requests).toBe(0);
+    await clock.advance(1);
+    const r = response(await sent);
+    expect(r.endpoint.workload.name).toBe('b');
+    expect(r.attempts).toBe(2);
+    await text(r);
+    const alone = send(m, request(), { retry: NO_RETRY });
+    // The pool's dial to the black hole is still going (its own handshake timeout); this request waits on it.
+    await until(() => clock.pendingTimers().includes(1000), 'the second connect');
+    await clock.advance(1000);
+    const outcome = await alone;
+    expect(outcome.kind === 'failure' && localReplyOf(outcome.error)).toMatchObject({ status: 503, flags: ['UF'] });
+    expect(outcome.kind === 'failure' && localReplyOf(outcome.error).body).toContain('reset reason: connection timeout');
+  });
+
   it('the route timeout covers every attempt and caps x-envoy-expected-rq-timeout-ms by what is left', async () => {
     newClock();
     const m = await mesh([A], { random: () => 0 });
