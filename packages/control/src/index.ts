@@ -62,6 +62,7 @@ export {
 export { IstioCaClient, IMPERSONATED_IDENTITY_KEY, type IstioCaClientOptions } from './ca/ca-client.js';
 export { LocalCertificateAuthority, type IssuedCertificate } from './ca/authority.js';
 export { LocalCaFetcher } from './ca/local-fetcher.js';
+export { createCertificateFetcher } from './ca/fetcher.js';
 export type { ControlPlaneAuth } from './auth/metadata.js';
 export type { ReadFile } from './auth/token.js';
 

@@ -22,13 +22,10 @@
  */
 import {
   CertManager,
-  IstioCaClient,
-  LocalCaFetcher,
-  LocalCertificateAuthority,
+  createCertificateFetcher,
   formatRejections,
   startWorkloadDiscovery,
   systemRandomBytes,
-  type CertificateFetcher,
   type Clock,
   type Env,
   type Identity,
@@ -136,7 +133,7 @@ export async function buildWaypoint(config: WaypointConfig, deps: WaypointDeps):
   if (!discovery.ok) throw new Error(`workload discovery: ${formatRejections(discovery.errors)}`);
   const wds = discovery.value;
 
-  const certificates = new CertManager({ fetcher: await certificateFetcher(config, deps), clock, random: deps.random, log });
+  const certificates = new CertManager({ fetcher: await createCertificateFetcher(config.control, { clock: deps.clock, readFile: deps.readFile, impersonate: false }), clock, random: deps.random, log });
   const tlsMaterials = new TlsMaterialCache();
 
   const source = deps.configSource ?? buildSource(config, deps);
@@ -357,23 +354,6 @@ function ownWorkload(snapshot: Snapshot, config: WaypointConfig) {
   return config.control.instanceIp === '' ? undefined : snapshot.workloadByAddress(config.control.network, config.control.instanceIp);
 }
 
-async function certificateFetcher(config: WaypointConfig, deps: WaypointDeps): Promise<CertificateFetcher> {
-  if (config.control.fakeCa || config.control.caAddress === undefined) {
-    const ca = await LocalCertificateAuthority.generate({ clock: deps.clock });
-    return new LocalCaFetcher(ca, { clock: deps.clock, ttlSeconds: config.control.secretTtlSeconds });
-  }
-  const client = await IstioCaClient.create({
-    connection: { address: config.control.caAddress, roots: config.control.caRootCa, altHostname: config.control.altCaHostname },
-    auth: { token: config.control.auth, clusterId: config.control.clusterId, extraHeaders: config.control.caHeaders },
-    clock: deps.clock,
-    readFile: deps.readFile,
-    // A waypoint asks only for its own identity (its own service-account token).
-    impersonate: false,
-    ttlSeconds: config.control.secretTtlSeconds,
-  });
-  if (!client.ok) throw new Error(`CA client: ${formatRejections(client.errors)}`);
-  return client.value;
-}
 
 function hostPort(a: { readonly host: string; readonly port: number }): string {
   return a.host.includes(':') ? `[${a.host}]:${a.port}` : `${a.host}:${a.port}`;

@@ -17,14 +17,11 @@
  */
 import {
   CertManager,
-  IstioCaClient,
-  LocalCaFetcher,
-  LocalCertificateAuthority,
+  createCertificateFetcher,
   formatRejections,
   meshToDump,
   startWorkloadDiscovery,
   systemRandomBytes,
-  type CertificateFetcher,
   type Clock,
   type Env,
   type Random,
@@ -114,7 +111,7 @@ export async function buildApp(config: ZtunnelConfig, deps: AppDeps): Promise<Ap
   const wds = discovery.value;
   const store = wds.store;
 
-  const fetcher = await certificateFetcher(config, deps);
+  const fetcher = await createCertificateFetcher(config.control, { clock: deps.clock, readFile: deps.readFile, impersonate: config.proxyMode === 'shared' });
   const certificates = new CertManager({ fetcher, clock, random: deps.random, log });
   // CRL_PATH: peers' chains are checked against the CRLs on both sides; reloads close revoked live connections.
   const crlMetrics = createCrlMetrics(metrics.registry.sub('istio'));
@@ -336,23 +333,6 @@ export async function buildApp(config: ZtunnelConfig, deps: AppDeps): Promise<Ap
   return app;
 }
 
-async function certificateFetcher(config: ZtunnelConfig, deps: AppDeps): Promise<CertificateFetcher> {
-  if (config.control.fakeCa || config.control.caAddress === undefined) {
-    const ca = await LocalCertificateAuthority.generate({ clock: deps.clock });
-    return new LocalCaFetcher(ca, { clock: deps.clock, ttlSeconds: config.control.secretTtlSeconds });
-  }
-  const client = await IstioCaClient.create({
-    connection: { address: config.control.caAddress, roots: config.control.caRootCa, altHostname: config.control.altCaHostname },
-    auth: { token: config.control.auth, clusterId: config.control.clusterId, extraHeaders: config.control.caHeaders },
-    clock: deps.clock,
-    readFile: deps.readFile,
-    // ztunnel asks for other workloads' identities only as a node proxy (shared mode).
-    impersonate: config.proxyMode === 'shared',
-    ttlSeconds: config.control.secretTtlSeconds,
-  });
-  if (!client.ok) throw new Error(`CA client: ${formatRejections(client.errors)}`);
-  return client.value;
-}
 
 function configDump(
   config: ZtunnelConfig,
